@@ -1,0 +1,52 @@
+"""The ``polydiff`` command: LightningCLI with a ``sample`` subcommand.
+
+    polydiff fit    --config recipes/<domain>/<recipe>.yaml [--trainer.* --model.* --data.*]
+    polydiff test   --config <recipe> --ckpt_path <ckpt>          # metrics.json in the run directory
+    polydiff sample --config <recipe> --ckpt_path <ckpt> --num_samples N --sampler NAME --steps K --out DIR
+    polydiff validate | predict | --help | fit --print_config
+
+Errors in the user's input (files, settings, checkpoints) end with one line naming the thing and the fix.
+"""
+
+import os
+import sys
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+from polydiff.core.trainer import PolydiffTrainer
+from polydiff.core.utils import PolydiffError
+
+
+class PolydiffCLI(LightningCLI):
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}}
+
+
+def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
+    return PolydiffCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_class=PolydiffTrainer,
+        save_config_kwargs={"overwrite": True},
+        args=args,
+        run=run,
+        auto_configure_optimizers=False,
+    )
+
+
+def main(args: list[str] | None = None) -> Any:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    try:
+        return build_cli(args)
+    except PolydiffError as exc:
+        print(f"polydiff: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The one boundary between networks and everything downstream: ``denoise(x_t, logsnr, cond) -> x0_hat``.
+
+Samplers, guidance and inpainting only see objects that follow :class:`Denoiser`; a network becomes one through
+:class:`NetworkDenoiser`, which applies the input scaling, the noise conditioning and the parameterisation.
+"""
+
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from polydiff.core import parameterization as P
+from polydiff.core.processes import NoiseProcess
+from polydiff.core.utils import append_dims
+
+
+class Denoiser(Protocol):
+    """``model(x_t, logsnr, cond) -> x0_hat`` with ``logsnr`` of shape ``[B]``; ``model.process`` gives alpha and sigma."""
+
+    process: NoiseProcess
+
+    def __call__(self, x: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor: ...
+
+
+class NetworkDenoiser(nn.Module):
+    """Wrap ``network(x_in, c_noise, cond) -> out`` as a denoiser of the given process and prediction target.
+
+    Args:
+        network: maps a unit-variance input, the noise level ``c_noise = -logsnr/8`` (shape ``[B]``) and a condition to an
+            output of the input's shape, read as the ``prediction`` target.
+        process: the forward process the network was (or will be) trained under.
+        prediction: ``eps``, ``x0``, ``v``, ``velocity`` or ``edm``.
+        sigma_data: standard deviation of the data, used for the input scaling and EDM preconditioning.
+    """
+
+    def __init__(self, network: nn.Module, process: NoiseProcess, prediction: str = "eps", sigma_data: float = 1.0):
+        super().__init__()
+        self.network = network
+        self.process = process
+        self.prediction = P.check_prediction(prediction)
+        self.sigma_data = float(sigma_data)
+
+    def network_output(self, x_t: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor:
+        """Raw network output at ``x_t`` (what the training loss compares with ``parameterization.target``)."""
+        alpha, sigma = self.process.alpha_sigma(logsnr)
+        scale = append_dims(P.c_in(alpha, sigma, self.sigma_data), x_t.ndim)
+        dtype = next(self.network.parameters()).dtype
+        x_in = (x_t.double() * scale).to(dtype)
+        return self.network(x_in, P.c_noise(logsnr).to(x_in.device), cond)
+
+    def forward(self, x: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor:
+        logsnr = logsnr.to(device=x.device, dtype=torch.float64)
+        out = self.network_output(x, logsnr, cond)
+        alpha, sigma = self.process.alpha_sigma(logsnr)
+        return P.to_x0(self.prediction, out, x, alpha, sigma, self.sigma_data)

@@ -1,0 +1,71 @@
+"""A Lightning Trainer with polydiff's defaults and a ``sample`` entry point (``polydiff sample``)."""
+
+from pathlib import Path
+from typing import Any, Optional
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from polydiff.core.utils import PolydiffError
+
+
+class PolydiffTrainer(L.Trainer):
+    """``lightning.Trainer`` that, unless told otherwise, shows a rich progress bar, logs CSV metrics under
+    ``default_root_dir/lightning_logs/version_N`` and keeps ``last.ckpt`` so an interrupted run resumes with
+    ``--ckpt_path last`` (or the file's path)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        callbacks = kwargs.get("callbacks") or []
+        callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+        if kwargs.get("enable_progress_bar", True) and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(RichProgressBar(leave=True))
+        if kwargs.get("enable_checkpointing", True) and not kwargs.get("fast_dev_run") and not any(
+            isinstance(c, ModelCheckpoint) for c in callbacks
+        ):
+            callbacks.append(ModelCheckpoint(save_last=True))
+        kwargs["callbacks"] = callbacks
+        if kwargs.get("logger") in (None, True):
+            kwargs["logger"] = CSVLogger(save_dir=kwargs.get("default_root_dir") or ".", name="lightning_logs")
+        super().__init__(*args, **kwargs)
+
+    def sample(
+        self,
+        model: Any,
+        datamodule: Any = None,
+        ckpt_path: Optional[str] = None,
+        num_samples: int = 16,
+        sampler: Optional[str] = None,
+        steps: Optional[int] = None,
+        guidance: Optional[float] = None,
+        seed: int = 0,
+        out: str = "samples",
+        input: Optional[str] = None,
+    ) -> list[Path]:
+        """Generate samples from a checkpoint and write them as files native to the domain.
+
+        Args:
+            model: the model built from the config (weights come from ``ckpt_path``).
+            datamodule: unused except by domains that condition on data.
+            ckpt_path: checkpoint written by ``polydiff fit`` (its weights are the EMA weights when EMA was on).
+            num_samples: number of samples to write.
+            sampler: sampler name (default: the model's ``sampler.name``), e.g. ddim, heun, dpmpp_2m.
+            steps: number of sampler steps (default: the model's ``sampler.steps``).
+            guidance: classifier-free guidance scale (default: the model's ``sampler.guidance``).
+            seed: seed of every random draw.
+            out: output folder.
+            input: a domain-specific input: a file to impute / vocode, or a text with blanks to fill.
+        """
+        if ckpt_path is None:
+            raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit>")
+        model.load_weights(ckpt_path)
+        model.to(self.strategy.root_device)
+        model.eval()
+        cfg = model.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
+        out_dir = Path(out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with torch.no_grad():
+            paths = model.write_samples(out_dir, num_samples, cfg, seed, input)
+        print(f"wrote {len(paths)} files to {out_dir}/ ({cfg.name}, {cfg.steps} steps, guidance {cfg.guidance})")
+        return paths

@@ -1,0 +1,30 @@
+"""Small helpers shared by every part of the core."""
+
+import torch
+from torch import Tensor
+
+
+class PolydiffError(Exception):
+    """A user-facing error: the message names the thing that is wrong and how to fix it.
+
+    The CLI prints these as a single line (no traceback) and exits with status 2.
+    """
+
+
+def append_dims(x: Tensor, ndim: int) -> Tensor:
+    """Append trailing singleton dimensions so that ``x`` (shape ``[B]``) broadcasts against a tensor of rank ``ndim``.
+
+    Every per-sample scalar in the core (alpha_t, sigma_t, weights) goes through this, so the maths works for data of any
+    rank: vectors, images, videos, volumes, padded graphs.
+    """
+    if x.ndim > ndim:
+        raise ValueError(f"append_dims: input has {x.ndim} dims but target rank is {ndim}")
+    return x.reshape(*x.shape, *([1] * (ndim - x.ndim)))
+
+
+def batch_scalar(value: float | Tensor, batch: int, like: Tensor) -> Tensor:
+    """A ``[batch]`` float64 tensor on ``like``'s device from a Python number or a 0-d / 1-d tensor."""
+    t = torch.as_tensor(value, dtype=torch.float64, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(batch)
+    return t

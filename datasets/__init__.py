@@ -1,0 +1,1 @@
+"""polydiff.datasets: LightningDataModules, one per data source, each usable on your own files."""

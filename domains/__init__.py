@@ -1,0 +1,1 @@
+"""polydiff.domains: one sub-package per modality (network, batch encoding, metrics, outputs)."""

@@ -1,0 +1,1 @@
+"""Complete LightningCLI configs shipped with polydiff (YAML files, one folder per domain)."""
