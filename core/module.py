@@ -33,12 +33,17 @@ class DiffusionConfig:
         logsnr_shift: constant added to the schedule's log-SNR (SD3 shift s equals -2 ln s); can differ at sampling.
         prediction: network target: eps, x0, v, velocity (flow matching) or edm (EDM preconditioning).
         sigma_data: standard deviation of the data (input scaling, EDM preconditioning).
+        beta_min: vp_linear only: continuous-time beta(0). A discrete DDPM schedule of T linear betas b_1..b_T is
+            beta_min = T b_1, beta_max = T b_T (DDPM: 0.1, 20; DiffWave's T = 50, 1e-4..0.05: 0.005, 2.5).
+        beta_max: vp_linear only: continuous-time beta(1).
     """
 
     process: Literal["vp_linear", "vp_cosine", "edm", "flow"] = "vp_cosine"
     logsnr_shift: float = 0.0
     prediction: Literal["eps", "x0", "v", "velocity", "edm"] = "eps"
     sigma_data: float = 1.0
+    beta_min: float = 0.1
+    beta_max: float = 20.0
 
 
 @dataclass
@@ -105,7 +110,8 @@ class DiffusionModule(L.LightningModule):
         self.objective = objective
         self.sampler_config = sampler
         self.training_config = training
-        self.process = process_by_name(diffusion.process, diffusion.logsnr_shift)
+        self.process = process_by_name(diffusion.process, diffusion.logsnr_shift, beta_min=diffusion.beta_min,
+                                       beta_max=diffusion.beta_max)
         P.check_prediction(diffusion.prediction)
         self.network: nn.Module | None = None
 

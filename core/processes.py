@@ -14,6 +14,7 @@ network is conditioned on log-SNR as well (``c_noise = -lambda / 8``, EDM's ``ln
 can be sampled on any grid of its own family.
 """
 
+import inspect
 import math
 from abc import ABC, abstractmethod
 
@@ -188,11 +189,17 @@ PROCESSES: dict[str, type[NoiseProcess]] = {
 }
 
 
-def process_by_name(name: str, logsnr_shift: float = 0.0) -> NoiseProcess:
-    """The process registered under ``name`` (``vp_linear``, ``vp_cosine``, ``edm``, ``flow``)."""
+def process_by_name(name: str, logsnr_shift: float = 0.0, **options: float) -> NoiseProcess:
+    """The process registered under ``name`` (``vp_linear``, ``vp_cosine``, ``edm``, ``flow``).
+
+    ``options`` (e.g. ``beta_min``, ``beta_max``) are passed to the processes whose constructor takes them and ignored by
+    the others, so one config can carry every process's settings.
+    """
     if name not in PROCESSES:
         raise PolydiffError(f"unknown noise process {name!r}; choose one of {sorted(PROCESSES)}")
-    return PROCESSES[name](logsnr_shift=logsnr_shift)
+    cls = PROCESSES[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    return cls(logsnr_shift=logsnr_shift, **{k: v for k, v in options.items() if k in accepted})
 
 
 def sd3_shift_to_logsnr_shift(shift: float) -> float:
