@@ -84,10 +84,10 @@ def sample(
         if null_cond is None:
             raise PolydiffError("guidance needs a model trained with condition dropout (no null condition available)")
         model = ClassifierFreeGuidance(model, config.guidance, null_cond)
+    opts = sampler_options(config)
     grid = make_grid(model.process, config.steps, config.grid, config.final_step, config.sigma_min, config.sigma_max,
                      config.rho)
     fn = SAMPLERS[config.name]
-    opts = sampler_options(config)
     if x_init is None:
         gen_device = generator.device if generator is not None else "cpu"
         x_init = torch.randn(shape, generator=generator, dtype=torch.float64, device=gen_device)
