@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --upgrade --quiet pip setuptools wheel
 
 $(STAMP): $(BIN)/python pyproject.toml setup.py
 	$(BIN)/pip install --quiet -e '.[test]'
