@@ -20,9 +20,15 @@ $(STAMP): $(BIN)/python pyproject.toml setup.py
 
 install: $(STAMP)
 
-## make demo: train the digits recipe (about 10 minutes on 2 CPU cores) and write a PNG grid of samples to demo_out/
+DEMO_RUN := runs/demo/$(shell date +%Y%m%d-%H%M%S)
+
+## make demo: train the digits recipe (about 10 minutes on 2 CPU cores) and write PNG samples to demo_out/
 demo: $(STAMP)
-	$(BIN)/python -m polydiff.core.demo --out demo_out
+	$(BIN)/polydiff fit --config recipes/image/digits.yaml --trainer.default_root_dir $(DEMO_RUN)
+	$(BIN)/polydiff sample --config recipes/image/digits.yaml \
+		--ckpt_path $(DEMO_RUN)/lightning_logs/version_0/checkpoints/last.ckpt \
+		--num_samples 100 --sampler dpmpp_2m --steps 20 --guidance 2 --out demo_out
+	@echo "demo: samples in demo_out/ (grid.png: 10 per class), run in $(DEMO_RUN)"
 
 ## make test: the whole test suite
 test: $(STAMP)
