@@ -192,11 +192,12 @@ class DiscreteDiffusionModule(L.LightningModule):
         return loss_sum / count, bound_sum / count
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss, bound = self.diffusion_loss(self.encode(batch))
+        b = self.encode(batch)
+        loss, bound = self.diffusion_loss(b)
         loss = loss.mean()
         if not torch.isfinite(loss):
             raise PolydiffError(f"training loss is {loss.item()} at step {self.global_step}: lower --model.training.lr")
-        bs = self._batch_size(batch)
+        bs = b.x0[0].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/bound_bits", bound.mean() / math.log(2), batch_size=bs)
         return loss
@@ -204,8 +205,9 @@ class DiscreteDiffusionModule(L.LightningModule):
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         # fixed times and noise: comparable across epochs
         gen = torch.Generator().manual_seed(1234 + batch_idx)
-        loss, bound = self.diffusion_loss(self.encode(batch), gen)
-        bs = self._batch_size(batch)
+        b = self.encode(batch)
+        loss, bound = self.diffusion_loss(b, gen)
+        bs = b.x0[0].shape[0]
         self.log("val/loss", loss.mean(), prog_bar=True, sync_dist=True, batch_size=bs)
         self.log("val/bound_bits", bound.mean() / math.log(2), prog_bar=True, sync_dist=True, batch_size=bs)
         return loss.mean()
@@ -216,14 +218,13 @@ class DiscreteDiffusionModule(L.LightningModule):
                    generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Negative ELBO of every item in nats (summed over its positions) and its number of positions, both ``[B]``.
 
-        ``num_times = 0``: the exact sum over all ``T`` steps (D3PM eq. 1; one draw of ``x_t`` per step);
-        ``num_times = n``: ``n`` stratified steps per item, weighted ``T / n`` (an unbiased estimate). ``steps`` overrides
-        ``T`` (required for continuous-time models: their ``T``-step discretisation is evaluated).
+        Discrete time (``T = steps or diffusion.steps > 0``): ``num_times = 0`` is the exact sum over all ``T`` steps
+        (D3PM eq. 1; one draw of ``x_t`` per step), ``num_times = n`` uses ``n`` stratified steps per item weighted
+        ``T / n`` (an unbiased estimate). Continuous time (``T = 0``, MDLM): the integral of MDLM eq. 10 estimated at
+        ``num_times`` stratified times per item (100 when 0).
         """
         self._check_variables(b)
-        T = steps or self.diffusion_config.steps
-        if T <= 0:
-            raise PolydiffError("a continuous-time model needs the number of steps at which to evaluate its bound")
+        T = self.diffusion_config.steps if steps is None else steps
         n, dev = b.x0[0].shape[0], b.x0[0].device
         masks = b.masks()
         nats = torch.zeros(n, dtype=torch.float64, device=dev)
@@ -231,19 +232,26 @@ class DiscreteDiffusionModule(L.LightningModule):
         for p, x0, m in zip(self.processes, b.x0, masks):
             total, c = masked_sum(prior_term(p, x0).double(), m)
             nats, count = nats + total, count + c
+        if T <= 0:
+            num_times = num_times if num_times > 0 else 100
         if num_times <= 0:
             rounds = [(torch.full((n,), k, dtype=torch.float64), 1.0) for k in range(1, T + 1)]
         else:
-            u = torch.rand(n, num_times, generator=generator, dtype=torch.float64)
-            k = ((torch.arange(num_times, dtype=torch.float64) + u) / num_times * T).floor().clamp(0, T - 1) + 1
-            rounds = [(k[:, j], T / num_times) for j in range(num_times)]
+            u = (torch.arange(num_times, dtype=torch.float64) + torch.rand(n, num_times, generator=generator,
+                                                                           dtype=torch.float64)) / num_times
+            if T > 0:
+                k = (u * T).floor().clamp(0, T - 1) + 1
+                rounds = [(k[:, j], T / num_times) for j in range(num_times)]
+            else:
+                rounds = [((1 - u[:, j]).clamp_min(1e-4), 1.0 / num_times) for j in range(num_times)]
         for k, weight in rounds:
-            t, s = k / T, (k - 1) / T
+            t, s = (k / T, (k - 1) / T) if T > 0 else (k, k)
             xt = self.constrain(tuple(p.sample_marginal(x0, t, generator) for p, x0 in zip(self.processes, b.x0)),
                                 masks)
             logits = self.x0_logits(xt, t.float().to(dev), b.cond)
             for p, x0, x_t, lg, m in zip(self.processes, b.x0, xt, logits, masks):
-                total, _ = masked_sum(vb_term(p, x0, x_t, lg, t, s).double(), m)
+                term = vb_term(p, x0, x_t, lg, t, s) if T > 0 else mdlm_term(p, x0, x_t, lg, t)
+                total, _ = masked_sum(term.double(), m)
                 nats = nats + weight * total
         return nats, count
 
@@ -312,4 +320,3 @@ class DiscreteDiffusionModule(L.LightningModule):
     on_load_checkpoint = DiffusionModule.on_load_checkpoint
     load_weights = DiffusionModule.load_weights
     report_metrics = DiffusionModule.report_metrics
-    _batch_size = staticmethod(DiffusionModule._batch_size)

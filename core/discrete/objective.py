@@ -37,7 +37,8 @@ class CategoricalConfig:
         loss: hybrid (D3PM: L_vb + ce_weight * CE) or mdlm (continuous-time absorbing bound, absorbing only).
         ce_weight: lambda of the hybrid loss (D3PM: 0.01 for absorbing text); 0 trains on the bound alone.
         bound_times: steps per held-out item at which ``polydiff test`` evaluates the bound: 0 = all T steps (the exact
-            sum), n > 0 = n stratified steps weighted T / n (an unbiased estimate, T / n times cheaper).
+            sum), n > 0 = n stratified steps weighted T / n (an unbiased estimate, T / n times cheaper); continuous-time
+            models: n stratified times of the MDLM integral (100 when 0).
     """
 
     transition: Literal["uniform", "absorbing", "marginal"] = "absorbing"
