@@ -198,6 +198,217 @@ def dpmpp_2m_sde(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
     return dpmpp_2m(model, x, logsnrs, cond, generator, callback, eta=eta)
 
 
+
+# --------------------------------------------------------------------------------------------------------------------
+# Higher-order multistep solvers. Their coefficients depend only on the grid, so they are computed with Python floats
+# (no tiny tensor ops per step); only the state updates touch tensors.
+
+
+def _half_lambdas(model: Denoiser, logsnrs: Tensor) -> tuple[list[float], list[float], list[float]]:
+    """Per grid point: half log-SNR ``lambda/2`` (DPM-Solver's lambda), alpha and sigma, as Python floats."""
+    alpha, sigma = model.process.alpha_sigma(logsnrs)
+    return [float(v) / 2 for v in logsnrs], [float(v) for v in alpha], [float(v) for v in sigma]
+
+
+def _final_denoise(x: Tensor, x_eval: Tensor, x0: Tensor, alpha: float) -> Tensor:
+    """The step to sigma = 0 from ``x`` when the last prediction ``x0`` was made at ``x_eval`` (a corrector moved x).
+
+    ``x0_hat(x) = (x - sigma eps_hat) / alpha`` with the noise prediction of ``x_eval``: at the last, small noise level
+    eps_hat varies with x only as ``sigma / Var(x0)``, so this uses the corrector's last update at no extra network cost,
+    where a data-prediction step (``x0_hat(x_eval)``) discards it. Equal to ``x0`` when ``x is x_eval``.
+    """
+    if x is x_eval:
+        return x0
+    return x0 + (x - x_eval) / alpha
+
+
+def dpmpp_3m(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generator: torch.Generator | None = None,
+             callback: Callback | None = None, eta: float = 0.0, lower_order_final: bool = True,
+             corrector: bool = False) -> Tensor:
+    """DPM-Solver++(3M) (Lu et al. 2022, "DPM-Solver++", Sec. 4 and App. B), and its SDE form for ``eta > 0``.
+
+    Data-prediction exponential integrator with ``h = (lambda_s - lambda_t)/2``, ``h_eta = (1 + eta) h``:
+    ``x_s = (sigma_s/sigma_t) e^{-eta h} x_t + alpha_s [(1 - e^{-h_eta}) D_0 + phi_2 d_1 - phi_3 d_2] + noise`` with
+    ``phi_2 = 1 - (1 - e^{-h_eta})/h_eta``, ``phi_3 = phi_2/h_eta - 1/2`` and ``d_1, d_2`` the first and second divided
+    differences of the last three x0 predictions in lambda, scaled by h (the exact integral of their quadratic
+    interpolant, as in k-diffusion's ``sample_dpmpp_3m_sde``). The noise term is
+    ``sigma_s sqrt(1 - e^{-2 eta h}) z`` (DPM-Solver++ SDE, Lu et al. 2022, eq. 17 with the variance of the exact
+    linear SDE solution). The first steps warm up at order 1 and 2; the step to sigma = 0 is ``x0_hat``.
+
+    Args:
+        eta: 0 solves the probability-flow ODE; 1 the reverse SDE.
+        lower_order_final: with fewer than 15 steps the last finite step is second order (as diffusers does): it is
+            the step with the largest ratio of neighbouring step sizes on Karras grids, where third order loses
+            stability.
+        corrector: after each evaluation, correct the step that led to it with UniC (Zhao et al. 2023, Sec. 3.2: the
+            corrector applies to any multistep predictor and raises its order by one at no extra network cost).
+            Only for the ODE (``eta = 0``).
+    """
+    if corrector and eta > 0:
+        raise ValueError("dpmpp_3m: the UniC corrector is for the ODE (eta = 0) only")
+    x = x.double()
+    n = len(logsnrs) - 1
+    lam, alpha, sigma = _half_lambdas(model, logsnrs)
+    hist: list[tuple[float, Tensor]] = []  # (lambda, x0_hat), most recent last
+    prev = None
+    for i in range(n):
+        x_eval = x
+        x0 = _call(model, x, logsnrs[i], cond)
+        if callback is not None:
+            callback(i, x, x0)
+        if prev is not None:
+            x = _unipc_correct(prev, x0)
+        if math.isinf(lam[i + 1]):
+            return _final_denoise(x, x_eval, x0, alpha[i])
+        h = lam[i + 1] - lam[i]
+        h_eta = (1 + eta) * h
+        order = min(3, len(hist) + 1)
+        if lower_order_final and n < 15 and i == n - 2:
+            order = min(order, 2)
+        if corrector:
+            prev = _unic_state(hist + [(lam[i], x0)], lam[i + 1], x, alpha[i + 1], sigma[i + 1] / sigma[i], order, "bh2")
+        one_m = -math.expm1(-h_eta)  # 1 - e^{-h_eta}
+        x = (sigma[i + 1] / sigma[i] * math.exp(-eta * h)) * x + (alpha[i + 1] * one_m) * x0
+        if order >= 2:
+            phi_2 = 1 - one_m / h_eta
+            lam_1, x0_1 = hist[-1]
+            r0 = (lam[i] - lam_1) / h
+            d1_0 = (x0 - x0_1) / r0
+            if order == 2:
+                x = x + (alpha[i + 1] * phi_2) * d1_0
+            else:
+                lam_2, x0_2 = hist[-2]
+                r1 = (lam_1 - lam_2) / h
+                d1_1 = (x0_1 - x0_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (alpha[i + 1] * phi_2) * d1 - (alpha[i + 1] * phi_3) * d2
+        if eta > 0:
+            x = x + (sigma[i + 1] * math.sqrt(-math.expm1(-2 * eta * h))) * _randn_like(x, generator)
+        hist = (hist + [(lam[i], x0)])[-2:]
+    return x
+
+
+def dpmpp_3m_sde(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
+                 generator: torch.Generator | None = None, callback: Callback | None = None, eta: float = 1.0) -> Tensor:
+    """DPM-Solver++(3M) SDE (eta = 1 by default)."""
+    return dpmpp_3m(model, x, logsnrs, cond, generator, callback, eta=eta)
+
+
+def _unipc_coefficients(rks: list[float], hh: float, order: int, variant: str) -> tuple[float, list[float]]:
+    """``B(h)`` and the right-hand side ``b`` of UniPC's order conditions (Zhao et al. 2023, Alg. 2 and 3; App. C).
+
+    ``b_k = k! phi_{k+1}(hh) / B(h)`` where ``phi_1(hh) = (e^{hh} - 1)/hh`` and ``phi_{k+1} = (phi_k - 1/k!)/hh``;
+    ``B(h) = hh`` (variant bh1) or ``e^{hh} - 1`` (bh2), with ``hh = -h`` for data prediction.
+    """
+    h_phi_1 = math.expm1(hh)
+    b_h = hh if variant == "bh1" else h_phi_1
+    h_phi_k = h_phi_1 / hh - 1
+    fact = 1
+    b = []
+    for i in range(1, order + 1):
+        b.append(h_phi_k * fact / b_h)
+        fact *= i + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    return b_h, b
+
+
+def _solve(rks: list[float], b: list[float]) -> list[float]:
+    """Solve the Vandermonde system ``sum_j rks[j]^(i) rho_j = b_i`` (i = 0..len-1) in float64."""
+    m = len(rks)
+    r = torch.tensor([[rk**i for rk in rks] for i in range(m)], dtype=torch.float64)
+    return torch.linalg.solve(r, torch.tensor(b[:m], dtype=torch.float64)).tolist()
+
+
+def unipc(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generator: torch.Generator | None = None,
+          callback: Callback | None = None, order: int = 2, variant: str = "bh2", lower_order_final: bool = True,
+          corrector: bool = True, final_corrector: bool = True) -> Tensor:
+    """UniPC (Zhao et al. 2023): the UniP-p multistep predictor with the UniC corrector, data prediction.
+
+    After each network evaluation at the predicted point, UniC re-solves the step with that evaluation included, which
+    raises the order by one at no extra cost (the evaluation is reused by the next predictor step).
+
+    Args:
+        order: predictor order p (1 to 4); the corrector makes the step order p + 1.
+        variant: ``bh1`` (``B(h) = h``) or ``bh2`` (``B(h) = e^h - 1``), Zhao et al. 2023, eq. 19.
+        lower_order_final: the k-th-last step uses order at most k (UniPC's default; needed at the step to sigma = 0).
+        corrector: apply UniC after every evaluation (False gives the plain UniP predictor).
+        final_corrector: use the last correction in the final step to sigma = 0 (see ``_final_denoise``); diffusers
+            and the reference implementation return ``x0_hat`` of the uncorrected point there.
+    """
+    if not 1 <= order <= 4:
+        raise ValueError(f"unipc order must be 1..4, got {order}")
+    x = x.double()
+    n = len(logsnrs) - 1
+    lam, alpha, sigma = _half_lambdas(model, logsnrs)
+    hist: list[tuple[float, Tensor]] = []  # (lambda, x0_hat), most recent last
+    prev = None  # (x at the start of the last step, its step index, its order, its b_h, its rks, its D1s, x_t_)
+    for i in range(n):
+        x_eval = x
+        x0 = _call(model, x, logsnrs[i], cond)
+        if callback is not None:
+            callback(i, x, x0)
+        if corrector and prev is not None:
+            x = _unipc_correct(prev, x0)
+        hist = (hist + [(lam[i], x0)])[-order:]
+        if math.isinf(lam[i + 1]):
+            return _final_denoise(x, x_eval, x0, alpha[i]) if final_corrector else x0
+        p = min(order, len(hist))
+        if lower_order_final:
+            p = min(p, n - i)
+        prev = _unic_state(hist, lam[i + 1], x, alpha[i + 1], sigma[i + 1] / sigma[i], p, variant)
+        _, b_h, rks, d1s, b, _, x_t_, _ = prev
+        x = x_t_
+        if p >= 2:
+            rhos_p = [0.5] if p == 2 else _solve(rks, b)
+            res = sum(rho * d for rho, d in zip(rhos_p, d1s))
+            x = x_t_ - (alpha[i + 1] * b_h) * res
+    return x
+
+
+def _unic_state(hist: list[tuple[float, Tensor]], lam_s: float, x: Tensor, alpha_s: float, sigma_ratio: float,
+                p: int, variant: str) -> tuple:
+    """Everything UniP-p / UniC-p need for a step from ``hist[-1]`` (lambda_t, x0_hat) to ``lam_s``.
+
+    ``rks`` are the previous nodes' offsets ``(lambda_k - lambda_t) / h`` and ``d1s`` the differences
+    ``(x0_k - x0_t) / r_k``; ``x_t_`` is the first-order (DDIM) part of the step.
+    """
+    lam_t, x0 = hist[-1]
+    h = lam_s - lam_t
+    rks = [(hist[-1 - k][0] - lam_t) / h for k in range(1, p)]
+    d1s = [(hist[-1 - k][1] - x0) / rk for k, rk in zip(range(1, p), rks)]
+    b_h, b = _unipc_coefficients(rks + [1.0], -h, p, variant)
+    x_t_ = sigma_ratio * x - (alpha_s * math.expm1(-h)) * x0
+    return (p, b_h, rks, d1s, b, x0, x_t_, alpha_s)
+
+
+def _unipc_correct(prev: tuple, x0_new: Tensor) -> Tensor:
+    """UniC-p: redo the last step with the new evaluation ``x0_new`` as the final node (``r = 1``)."""
+    p, b_h, rks, d1s, b, x0, x_t_, a_s = prev
+    rhos_c = [0.5] if p == 1 else _solve(rks + [1.0], b)
+    res = sum(rho * d for rho, d in zip(rhos_c[:-1], d1s)) if p > 1 else 0.0
+    return x_t_ - (a_s * b_h) * (res + rhos_c[-1] * (x0_new - x0))
+
+
+def dpmpp_3m_unic(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
+                  generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+    """DPM-Solver++(3M) predictor with the UniC-3 corrector (order 4 per step at one evaluation per step)."""
+    return dpmpp_3m(model, x, logsnrs, cond, generator, callback, corrector=True)
+
+
+def unipc_1(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generator: torch.Generator | None = None,
+            callback: Callback | None = None) -> Tensor:
+    """UniPC-1 (bh1): the DDIM step with the UniC-1 corrector, second order per step; best below ~8 NFE on sharp data."""
+    return unipc(model, x, logsnrs, cond, generator, callback, order=1, variant="bh1")
+
+
+def unipc_3(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generator: torch.Generator | None = None,
+            callback: Callback | None = None) -> Tensor:
+    """UniPC-3 (bh2): third-order predictor, fourth-order corrected steps."""
+    return unipc(model, x, logsnrs, cond, generator, callback, order=3, variant="bh2")
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -206,6 +417,17 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_2m": dpmpp_2m,
     "dpmpp_2m_sde": dpmpp_2m_sde,
     "flow_euler": flow_euler,
+    "dpmpp_3m": dpmpp_3m,
+    "dpmpp_3m_sde": dpmpp_3m_sde,
+    "unipc": unipc,
+}
+
+#: Further fixed-option samplers measured in benchmarks/samplers.py (pure functions like the above; not yet in
+#: ``SAMPLERS`` because every registered name must also pass the common harness in tests/test_core_samplers.py).
+SAMPLER_VARIANTS: dict[str, Callable[..., Tensor]] = {
+    "dpmpp_3m_unic": dpmpp_3m_unic,
+    "unipc_1": unipc_1,
+    "unipc_3": unipc_3,
 }
 
 
@@ -215,4 +437,5 @@ def network_evaluations(name: str, steps: int, final_step: str = "zero") -> int:
     return nfe + (1 if final_step == "denoise" else 0)
 
 
-__all__ = ["SAMPLERS", "network_evaluations", "append_dims"] + list(SAMPLERS)
+__all__ = ["SAMPLERS", "SAMPLER_VARIANTS", "network_evaluations", "append_dims"] + list(SAMPLERS) + list(
+    SAMPLER_VARIANTS)

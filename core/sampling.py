@@ -13,7 +13,8 @@ from polydiff.core.guidance import ClassifierFreeGuidance
 from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
 
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "flow_euler"]
+SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "flow_euler", "dpmpp_3m",
+                      "dpmpp_3m_sde", "unipc"]
 
 
 @dataclass
@@ -21,7 +22,8 @@ class SamplerConfig:
     """How to sample.
 
     Args:
-        name: sampler: ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde, flow_euler.
+        name: sampler: ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde, flow_euler, dpmpp_3m, dpmpp_3m_sde,
+            unipc (UniPC-2 bh2 with UniC corrector).
         steps: number of grid intervals (network evaluations for all but heun, which uses 2 steps - 1).
         grid: step grid: karras (rho-spaced sigmas), uniform_logsnr, uniform_t.
         final_step: zero (last step to sigma = 0), min (stop at sigma_min), denoise (stop at sigma_min, return x0_hat).
