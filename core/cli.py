@@ -8,9 +8,7 @@
 Errors in the user's input (files, settings, checkpoints) end with one line naming the thing and the fix.
 """
 
-import os
 import sys
-from typing import Any
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
@@ -39,10 +37,10 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
     )
 
 
-def main(args: list[str] | None = None) -> Any:
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
     try:
-        return build_cli(args)
+        build_cli(args)
     except PolydiffError as exc:
         print(f"polydiff: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

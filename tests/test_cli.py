@@ -1,0 +1,155 @@
+"""The CLI contract end to end on the digits recipe with a tiny budget: fit, resume, sample, test, validate, predict
+config printing, fine-tuning from a checkpoint, the one-line errors, and a 2-process DDP run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from polydiff.core.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DIGITS = str(ROOT / "recipes" / "image" / "digits.yaml")
+TINY = ["--model.model_channels", "8", "--model.channel_mult", "[1, 2]", "--model.num_res_blocks", "1",
+        "--model.attention_resolutions", "[]", "--model.num_heads", "1", "--trainer.enable_model_summary", "false"]
+
+
+def _fit(tmp: Path, *extra: str) -> Path:
+    main(["fit", "--config", DIGITS, "--trainer.default_root_dir", str(tmp), "--trainer.max_steps", "3",
+          "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1", *TINY, *extra])
+    ckpts = sorted(tmp.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    assert ckpts, "fit wrote no last.ckpt"
+    return ckpts[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("cli")
+    return tmp, _fit(tmp)
+
+
+def _error_line(capsys, args) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "no error message"
+    return err[-1]
+
+
+def test_fit_writes_checkpoint_with_ema_and_raw_weights(trained):
+    _, ckpt = trained
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["polydiff_domain"] == "image"
+    assert "current_model_state" in state, "EMA callback did not keep the raw weights"
+    ema, raw = state["state_dict"], state["current_model_state"]
+    assert ema.keys() == raw.keys()
+    assert any(not torch.equal(ema[k], raw[k]) for k in ema if ema[k].is_floating_point())
+
+
+def test_sample_writes_pngs_named_by_class(trained, tmp_path):
+    tmp, ckpt = trained
+    main(["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--num_samples", "12", "--sampler", "ddim",
+          "--steps", "3", "--guidance", "1.5", "--seed", "3", "--out", str(tmp_path / "s")])
+    names = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
+    assert "grid.png" in names and "00003_class3.png" in names and "00011_class1.png" in names
+    # the same seed gives the same pixels
+    main(["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--num_samples", "12", "--sampler", "ddim",
+          "--steps", "3", "--guidance", "1.5", "--seed", "3", "--out", str(tmp_path / "t")])
+    assert (tmp_path / "s" / "00005_class5.png").read_bytes() == (tmp_path / "t" / "00005_class5.png").read_bytes()
+
+
+def test_test_subcommand_writes_metrics_json(trained, capsys):
+    tmp, ckpt = trained
+    main(["test", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
+          "--model.eval_num_samples", "40", "--model.sampler.steps", "2", "--trainer.limit_test_batches", "2"])
+    out = capsys.readouterr().out
+    path = Path(out.split("metrics written to ")[1].split()[0])
+    metrics = json.loads(path.read_text())["metrics"]
+    assert {"fd", "fd_floor", "fd_ceiling", "class_accuracy"} <= metrics.keys()
+    # an untrained model is far from the data: its FD lies above the train-vs-held-out floor
+    assert metrics["fd_floor"] < metrics["fd"]
+
+
+def test_resume_continues_from_the_checkpoint(trained, tmp_path):
+    _, ckpt = trained
+    main(["fit", "--config", DIGITS, *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "5",
+          "--trainer.limit_val_batches", "0", "--ckpt_path", str(ckpt)])
+    state = torch.load(next(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt")), weights_only=True)
+    assert state["global_step"] == 5  # 3 steps before the interruption, 2 after
+
+
+def test_fine_tuning_starts_from_checkpoint_weights(trained, tmp_path):
+    _, ckpt = trained
+    from polydiff.domains.image import ImageDiffusion
+
+    model = ImageDiffusion(model_channels=8, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(),
+                           num_heads=1, num_classes=4)
+    skipped = model.load_weights(str(ckpt), strict=False)
+    src = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert any("class" in k or "label" in k or "emb" in k for k in skipped), skipped  # 11 vs 5 class embeddings
+    same = [k for k in src if k not in skipped]
+    assert same and all(torch.equal(model.state_dict()[k], src[k]) for k in same)
+
+
+def test_print_config_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", DIGITS, "--print_config"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "class_path: polydiff.domains.image.ImageDiffusion" in out and "prediction: v" in out
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    out = capsys.readouterr().out
+    assert "--num_samples" in out and "classifier-free guidance scale" in out
+
+
+def test_unknown_config_key_is_one_line(capsys):
+    line = _error_line(capsys, ["fit", "--config", DIGITS, "--model.init_args.no_such_key", "1"])
+    assert "no_such_key" in line
+
+
+def test_unknown_sampler_is_one_line(trained, capsys):
+    _, ckpt = trained
+    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--sampler", "plms",
+                                "--out", "unused"])
+    assert line.startswith("polydiff: error: unknown sampler 'plms'") and "dpmpp_2m" in line
+
+
+def test_checkpoint_from_another_domain_is_one_line(trained, tmp_path, capsys):
+    _, ckpt = trained
+    state = torch.load(ckpt, weights_only=True)
+    state["polydiff_domain"] = "audio"
+    other = tmp_path / "audio.ckpt"
+    torch.save(state, other)
+    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(other), "--out", "unused"])
+    assert "'audio' domain" in line and "'image'" in line
+    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(tmp_path / "none.ckpt"),
+                                "--out", "unused"])
+    assert "does not exist" in line
+
+
+def test_missing_data_folder_is_one_line(capsys, tmp_path):
+    line = _error_line(capsys, ["fit", "--config", str(ROOT / "recipes" / "image" / "folder.yaml"),
+                                "--data.root", str(tmp_path / "nowhere"), "--trainer.fast_dev_run", "1"])
+    assert "nowhere" in line and line.startswith("polydiff: error:")
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run(tmp_path):
+    """DDP on CPU (gloo) with 2 processes launched by the console script (Lightning re-executes the command per rank;
+    ddp_spawn cannot pickle the EMA callback's local averaging function): both ranks train, one checkpoint is written."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [str(Path(sys.executable).with_name("polydiff")), "fit", "--config", DIGITS, *TINY,
+           "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+           "--trainer.strategy", "ddp", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    ckpts = list(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    assert len(ckpts) == 1
+    assert torch.load(ckpts[0], weights_only=True)["global_step"] == 2
