@@ -132,6 +132,15 @@ class DiffusionModule(L.LightningModule):
         """Noise for the forward process (domains with constraints, e.g. zero centre of mass, override this)."""
         return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
 
+    def decode(self, x: Tensor) -> Any:
+        """Map generated tensors back to the domain's representation (identity by default)."""
+        return x
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Any:
+        """``polydiff predict``: one generated sample per item of ``batch``, with that item's condition."""
+        b = self.encode(batch)
+        return self.decode(self.generate(tuple(b.x0.shape), cond=b.cond, seed=batch_idx))
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
         """Generate and write files native to the domain into ``out_dir``; return their paths."""

@@ -76,6 +76,14 @@ def test_test_subcommand_writes_metrics_json(trained, capsys):
     assert metrics["fd_floor"] < metrics["fd"]
 
 
+def test_validate_and_predict(trained):
+    tmp, ckpt = trained
+    main(["validate", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
+          "--trainer.limit_val_batches", "1"])
+    main(["predict", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
+          "--trainer.limit_predict_batches", "1", "--model.sampler.steps", "2"])
+
+
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
     _, ckpt = trained
     main(["fit", "--config", DIGITS, *TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.max_steps", "5",
