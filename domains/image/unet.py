@@ -1,0 +1,206 @@
+"""An ADM-style U-Net (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs", App. A; improved-diffusion's ``UNetModel``).
+
+Residual blocks with GroupNorm and scale-shift (FiLM) conditioning on an embedding of the noise level and the class,
+self-attention at chosen resolutions, skip connections between the down and up paths. The last convolution of every
+residual block, of every attention block and the output convolution start at zero (ADM's ``zero_module``), so a fresh
+network is the identity on its residual paths and outputs zeros.
+
+Class conditioning uses an embedding table with one extra row: index ``num_classes`` is the *null class*, which
+classifier-free guidance (Ho & Salimans 2022) trains by condition dropout and uses for the unconditional prediction.
+"""
+
+import math
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def zero_init(module: nn.Module) -> nn.Module:
+    """Set every parameter of ``module`` to zero (ADM's ``zero_module``)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups when the width allows it, else the largest divisor of ``channels`` up to 32."""
+    groups = max(g for g in range(1, 33) if channels % g == 0)
+    return nn.GroupNorm(groups, channels)
+
+
+def noise_level_features(c_noise: Tensor, dim: int, max_freq: float = 100.0) -> Tensor:
+    """Sinusoidal features ``[cos(f_k c), sin(f_k c)]`` of the noise level with frequencies geometric in [1, max_freq].
+
+    The transformer position encoding (Vaswani et al. 2017) as used for diffusion time steps by DDPM/ADM, with frequencies
+    chosen for ``c_noise = -lambda/8``, which spans about [-2.5, 2.5] (ADM's timesteps span [0, 1000]).
+    """
+    half = dim // 2
+    freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, device=c_noise.device, dtype=torch.float32))
+    args = c_noise.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+class ResBlock(nn.Module):
+    """``x + conv(drop(silu(FiLM(norm(conv(silu(norm(x))))))))`` with FiLM ``h (1 + scale) + shift`` (ADM's
+    ``use_scale_shift_norm``)."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = group_norm(in_ch)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb = nn.Linear(emb_dim, 2 * out_ch)
+        self.norm2 = group_norm(out_ch)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
+        self.skip = nn.Identity() if in_ch == out_ch else nn.Conv2d(in_ch, out_ch, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.emb(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the spatial positions, with a residual connection and zero-initialised output."""
+
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"attention width {channels} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_init(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(b, 3, self.num_heads, c // self.num_heads, h * w).unbind(1)
+        out = F.scaled_dot_product_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2))
+        return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """ADM U-Net: ``forward(x, c_noise, cond) -> Tensor`` of ``x``'s shape.
+
+    Args:
+        image_size: height and width of the input (must be divisible by ``2 ** (len(channel_mult) - 1)``).
+        in_channels: image channels (1 grayscale, 3 RGB); the output has as many.
+        model_channels: base width.
+        channel_mult: width multiplier per resolution level; one level per entry, halving the resolution between levels.
+        num_res_blocks: residual blocks per level on the way down (the way up has one more, as in ADM).
+        attention_resolutions: resolutions (in pixels) with a self-attention block after each residual block.
+        num_heads: attention heads.
+        dropout: dropout inside residual blocks.
+        num_classes: number of classes (0: unconditional). Class ``num_classes`` is the null class of guidance.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 16,
+        in_channels: int = 1,
+        model_channels: int = 64,
+        channel_mult: Sequence[int] = (1, 2, 2),
+        num_res_blocks: int = 2,
+        attention_resolutions: Sequence[int] = (8,),
+        num_heads: int = 4,
+        dropout: float = 0.0,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        levels = len(channel_mult)
+        if image_size % (2 ** (levels - 1)):
+            raise ValueError(f"image_size {image_size} is not divisible by 2^{levels - 1} (channel_mult={channel_mult})")
+        self.image_size = image_size
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.model_channels = model_channels
+        emb_dim = 4 * model_channels
+        self.noise_mlp = nn.Sequential(nn.Linear(model_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
+
+        self.input_conv = nn.Conv2d(in_channels, model_channels, 3, padding=1)
+        self.down = nn.ModuleList()
+        skip_chs = [model_channels]
+        ch, res = model_channels, image_size
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers = nn.ModuleList([ResBlock(ch, model_channels * mult, emb_dim, dropout)])
+                ch = model_channels * mult
+                if res in attention_resolutions:
+                    layers.append(AttentionBlock(ch, num_heads))
+                self.down.append(layers)
+                skip_chs.append(ch)
+            if level < levels - 1:
+                self.down.append(nn.ModuleList([Downsample(ch)]))
+                skip_chs.append(ch)
+                res //= 2
+        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), AttentionBlock(ch, num_heads),
+                                     ResBlock(ch, ch, emb_dim, dropout)])
+        self.up = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mult))):
+            for i in range(num_res_blocks + 1):
+                layers = nn.ModuleList([ResBlock(ch + skip_chs.pop(), model_channels * mult, emb_dim, dropout)])
+                ch = model_channels * mult
+                if res in attention_resolutions:
+                    layers.append(AttentionBlock(ch, num_heads))
+                if level > 0 and i == num_res_blocks:
+                    layers.append(Upsample(ch))
+                    res *= 2
+                self.up.append(layers)
+        self.out_norm = group_norm(ch)
+        self.out_conv = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    def embed(self, c_noise: Tensor, cond: Optional[Tensor], batch: int) -> Tensor:
+        """Noise-level embedding plus the class embedding (the null class when ``cond`` is None)."""
+        c_noise = c_noise.reshape(-1).expand(batch) if c_noise.numel() in (1, batch) else c_noise
+        emb = self.noise_mlp(noise_level_features(c_noise, self.model_channels))
+        if self.class_emb is not None:
+            if cond is None:
+                cond = torch.full((batch,), self.num_classes, dtype=torch.long, device=emb.device)
+            cond = torch.as_tensor(cond, device=emb.device).long().reshape(-1)
+            if cond.numel() != batch:
+                raise ValueError(f"got {cond.numel()} class labels for a batch of {batch}")
+            emb = emb + self.class_emb(cond)
+        return emb
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        if x.shape[1:] != (self.in_channels, self.image_size, self.image_size) and (
+            x.shape[1] != self.in_channels or x.shape[-1] % (2 ** (len(self.down) and 1)) != 0
+        ):
+            raise ValueError(f"UNet expects [B, {self.in_channels}, H, W] input, got {tuple(x.shape)}")
+        emb = self.embed(c_noise, cond, x.shape[0])
+        h = self.input_conv(x)
+        skips = [h]
+        for layers in self.down:
+            for layer in layers:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            skips.append(h)
+        for layer in self.middle:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for layers in self.up:
+            h = torch.cat([h, skips.pop()], dim=1)
+            for layer in layers:
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return self.out_conv(F.silu(self.out_norm(h)))
