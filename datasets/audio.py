@@ -1,0 +1,180 @@
+"""Speech for the audio vocoder: the embedded espeak-ng corpus, or your own folder of WAV/FLAC recordings.
+
+Batches are mono waveform crops ``[B, 1, samples]`` in [-1, 1]; the model computes its mel features itself. Training
+draws random crops (a random clip, a random offset); validation and test use one fixed centred crop per held-out clip,
+so their figures are comparable between runs. The split is by whole clips, fixed by ``seed``.
+
+Your own recordings: ``--data.root /path/to/folder`` reads every ``*.wav`` / ``*.flac`` below the folder with soundfile
+and resamples it to ``sample_rate`` with torchaudio. Unreadable files, clips shorter than a crop, and multi-channel files
+(unless ``--data.downmix true``) stop with an error that names the file and the fix.
+"""
+
+from pathlib import Path
+from typing import Literal, Optional
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from polydiff.core.utils import PolydiffError
+from polydiff.datasets.audio_corpus import build_corpus, default_data_dir
+from polydiff.domains.audio.audio_io import AUDIO_SUFFIXES, read_audio
+
+
+class RandomCrops(Dataset):
+    """``length`` random crops of ``crop`` samples from a list of waveforms (clip chosen in proportion to its length)."""
+
+    def __init__(self, waves: list[Tensor], crop: int, length: int) -> None:
+        self.waves, self.crop, self.length = waves, crop, length
+        lengths = torch.tensor([len(w) - crop + 1 for w in waves], dtype=torch.float64)
+        self.weights = lengths / lengths.sum()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> Tensor:
+        w = self.waves[int(torch.multinomial(self.weights, 1))]
+        start = int(torch.randint(0, len(w) - self.crop + 1, (1,)))
+        return w[start:start + self.crop][None]
+
+
+class FixedCrops(Dataset):
+    """One centred crop of ``crop`` samples per waveform."""
+
+    def __init__(self, waves: list[Tensor], crop: int) -> None:
+        self.waves, self.crop = waves, crop
+
+    def __len__(self) -> int:
+        return len(self.waves)
+
+    def __getitem__(self, i: int) -> Tensor:
+        w = self.waves[i]
+        start = (len(w) - self.crop) // 2
+        return w[start:start + self.crop][None]
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Mono speech crops for vocoder training and evaluation.
+
+    Args:
+        root: folder of your own WAV/FLAC recordings (searched recursively); None uses the embedded corpus.
+        corpus: embedded corpus: espeak (espeak-ng speech), synthetic (voiced harmonic signals), auto (espeak-ng when
+            installed, else synthetic).
+        num_utterances: clips in the embedded corpus.
+        data_dir: cache folder of the embedded corpus (default: $POLYDIFF_DATA_DIR or ~/.cache/polydiff).
+        sample_rate: rate every file is resampled to; must equal the model's sample_rate.
+        crop_samples: length of the random training crops.
+        eval_samples: length of the fixed validation / test crops.
+        crops_per_epoch: training crops per epoch.
+        batch_size: crops per batch.
+        val_fraction: share of clips held out for validation.
+        test_fraction: share of clips held out for ``polydiff test``.
+        max_eval_clips: at most this many validation and test clips (bounds evaluation time).
+        downmix: average the channels of multi-channel files (when False they are an error).
+        seed: seed of the split and of the embedded corpus.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        root: Optional[str] = None,
+        corpus: Literal["auto", "espeak", "synthetic"] = "auto",
+        num_utterances: int = 400,
+        data_dir: Optional[str] = None,
+        sample_rate: int = 16000,
+        crop_samples: int = 8192,
+        eval_samples: int = 16384,
+        crops_per_epoch: int = 2000,
+        batch_size: int = 8,
+        val_fraction: float = 0.05,
+        test_fraction: float = 0.1,
+        max_eval_clips: int = 32,
+        downmix: bool = False,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if crop_samples < 1 or eval_samples < 1:
+            raise PolydiffError("crop_samples and eval_samples must be positive")
+        if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+            raise PolydiffError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1) and "
+                                "sum to less than 1")
+        self.root, self.corpus, self.num_utterances = root, corpus, num_utterances
+        self.data_dir = data_dir
+        self.sample_rate, self.crop_samples, self.eval_samples = sample_rate, crop_samples, eval_samples
+        self.crops_per_epoch, self.batch_size = crops_per_epoch, batch_size
+        self.val_fraction, self.test_fraction, self.max_eval_clips = val_fraction, test_fraction, max_eval_clips
+        self.downmix, self.seed, self.num_workers = downmix, seed, num_workers
+        self.splits: Optional[dict[str, list[Tensor]]] = None
+        self.files: list[Path] = []
+
+    # ------------------------------------------------------------------ loading
+    def audio_files(self) -> list[Path]:
+        """The files to read: your folder's WAV/FLAC files, or the embedded corpus (generated on first use)."""
+        if self.root is None:
+            manifest = build_corpus(Path(self.data_dir) if self.data_dir else default_data_dir() / "audio",
+                                    self.num_utterances, self.sample_rate, self.seed, self.corpus)
+            import json
+
+            return [manifest.parent / it["file"] for it in json.loads(manifest.read_text())["items"]]
+        root = Path(self.root)
+        if not root.is_dir():
+            raise PolydiffError(f"--data.root {root} is not a folder; pass a folder of WAV or FLAC files")
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+        if len(files) < 3:
+            raise PolydiffError(f"--data.root {root} holds {len(files)} WAV/FLAC files; at least 3 are needed (train, "
+                                "validation and test clips): add recordings or cut long ones into several files")
+        return files
+
+    def load_waves(self, files: list[Path]) -> list[Tensor]:
+        need = max(self.crop_samples, self.eval_samples)
+        waves = []
+        for f in files:
+            w = read_audio(f, self.sample_rate, self.downmix)
+            if len(w) < need:
+                raise PolydiffError(
+                    f"audio file {f} has {len(w)} samples at {self.sample_rate} Hz, shorter than a crop of {need}; "
+                    f"remove it or lower --data.crop_samples / --data.eval_samples")
+            waves.append(w.clamp(-1, 1))
+        return waves
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        self._check_model_rate()
+        if self.splits is not None:
+            return
+        self.files = self.audio_files()
+        waves = self.load_waves(self.files)
+        n = len(waves)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        n_test = max(1, round(n * self.test_fraction))
+        n_val = max(1, round(n * self.val_fraction))
+        pick = lambda idx: [waves[i] for i in idx]  # noqa: E731
+        self.splits = {"test": pick(perm[:n_test][:self.max_eval_clips]),
+                       "val": pick(perm[n_test:n_test + n_val][:self.max_eval_clips]),
+                       "train": pick(perm[n_test + n_val:])}
+
+    def _check_model_rate(self) -> None:
+        trainer = getattr(self, "trainer", None)
+        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
+        rate = getattr(getattr(model, "hparams", {}), "get", lambda *_: None)("sample_rate")
+        if rate is not None and int(rate) != self.sample_rate:
+            raise PolydiffError(f"--data.sample_rate={self.sample_rate} differs from --model.sample_rate={rate}; set "
+                                "both to the same rate (files are resampled to the data rate)")
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, ds: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+                          drop_last=False, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        return self._loader(RandomCrops(self.splits["train"], self.crop_samples, self.crops_per_epoch))
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        return self._loader(FixedCrops(self.splits["val"], self.eval_samples))
+
+    def test_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        return self._loader(FixedCrops(self.splits["test"], self.eval_samples))

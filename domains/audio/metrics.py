@@ -1,0 +1,68 @@
+"""Offline vocoder metrics and the Griffin-Lim control.
+
+* log-mel L1: mean absolute difference of natural-log magnitude mels (the vocoder's own feature settings).
+* multi-resolution STFT distance: Parallel WaveGAN's auxiliary loss (Yamamoto et al. 2020, eq. 1-4): spectral
+  convergence ``|| |S| - |S^| ||_F / || |S| ||_F`` plus log-magnitude L1 ``mean |log |S| - log |S^||``, averaged over
+  three (n_fft, hop, win) resolutions.
+* SI-SDR: scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019, eq. 4-5), zero-mean signals.
+* Griffin-Lim from the same mel: least-squares inversion of the mel filterbank (torchaudio ``InverseMelScale``) followed
+  by 32 iterations of fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99; torchaudio ``GriffinLim``).
+"""
+
+import torch
+import torchaudio
+from torch import Tensor
+
+#: (n_fft, hop, win) of Parallel WaveGAN's multi-resolution STFT loss
+MR_STFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1).float()
+
+
+def log_mel_l1(features, ref: Tensor, est: Tensor) -> Tensor:
+    """Per-clip mean |log mel(ref) - log mel(est)| with ``features`` (a :class:`LogMelFeatures`)."""
+    return (features.log_mel(ref) - features.log_mel(est)).abs().flatten(1).mean(1)
+
+
+def stft_magnitude(x: Tensor, n_fft: int, hop: int, win: int) -> Tensor:
+    window = torch.hann_window(win, device=x.device)
+    spec = torch.stft(_flat(x), n_fft, hop, win, window=window, center=True, return_complex=True)
+    return spec.abs().clamp_min(1e-7)
+
+
+def mr_stft_distance(ref: Tensor, est: Tensor, resolutions=MR_STFT_RESOLUTIONS) -> Tensor:
+    """Per-clip multi-resolution STFT distance (spectral convergence + log-magnitude L1, mean over resolutions)."""
+    total = torch.zeros(ref.shape[0], device=ref.device)
+    for n_fft, hop, win in resolutions:
+        s, s_hat = stft_magnitude(ref, n_fft, hop, win), stft_magnitude(est, n_fft, hop, win)
+        sc = torch.linalg.vector_norm((s - s_hat).flatten(1), dim=1) / torch.linalg.vector_norm(s.flatten(1), dim=1)
+        mag = (s.log() - s_hat.log()).abs().flatten(1).mean(1)
+        total = total + sc + mag
+    return total / len(resolutions)
+
+
+def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
+    """Per-clip SI-SDR in dB: ``10 log10(|a s|^2 / |a s - s^|^2)`` with ``a = <s^, s> / |s|^2``."""
+    s, s_hat = _flat(ref), _flat(est)
+    s = s - s.mean(1, keepdim=True)
+    s_hat = s_hat - s_hat.mean(1, keepdim=True)
+    a = (s_hat * s).sum(1, keepdim=True) / (s.pow(2).sum(1, keepdim=True) + eps)
+    target = a * s
+    return 10 * torch.log10(target.pow(2).sum(1) / ((target - s_hat).pow(2).sum(1) + eps) + eps)
+
+
+def griffin_lim(features, log_mel: Tensor, samples: int, n_iter: int = 32, seed: int = 0) -> Tensor:
+    """Waveforms ``[B, 1, samples]`` from natural-log magnitude mels ``[B, n_mels, F]`` by mel inversion + Griffin-Lim."""
+    mel_tf = features.mel
+    inv = torchaudio.transforms.InverseMelScale(
+        n_stft=features.n_fft // 2 + 1, n_mels=features.n_mels, sample_rate=features.sample_rate,
+        f_min=mel_tf.f_min, f_max=mel_tf.f_max, norm="slaney", mel_scale="slaney").to(log_mel.device)
+    gl = torchaudio.transforms.GriffinLim(n_fft=features.n_fft, n_iter=n_iter, hop_length=features.hop_length,
+                                          power=1.0, length=samples).to(log_mel.device)
+    mag = inv(log_mel.float().exp())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # GriffinLim's random initial phase
+        wave = gl(mag)
+    return wave.reshape(log_mel.shape[0], 1, -1)
