@@ -130,7 +130,9 @@ class DiffusionModule(L.LightningModule):
 
     def sample_noise(self, x0: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Noise for the forward process (domains with constraints, e.g. zero centre of mass, override this)."""
-        return torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        # draw on the generator's device (CPU for the fixed validation noise), then move: same numbers on any accelerator
+        device = generator.device if generator is not None else x0.device
+        return torch.randn(x0.shape, generator=generator, device=device, dtype=x0.dtype).to(x0.device)
 
     def decode(self, x: Tensor) -> Any:
         """Map generated tensors back to the domain's representation (identity by default)."""
@@ -184,19 +186,11 @@ class DiffusionModule(L.LightningModule):
         return loss
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
-        # fixed noise and noise levels: the validation loss is comparable across epochs
+        # fixed noise and noise levels (a CPU generator per batch): the validation loss is comparable across epochs
         gen = torch.Generator().manual_seed(1234 + batch_idx)
-        b = self.encode(batch)
-        lam_gen_loss = self._loss_with_cpu_generator(b, gen)
-        self.log("val/loss", lam_gen_loss, prog_bar=True, sync_dist=True, batch_size=self._batch_size(batch))
-        return lam_gen_loss
-
-    def _loss_with_cpu_generator(self, b: DiffusionBatch, gen: torch.Generator) -> Tensor:
-        if b.x0.device.type == "cpu":
-            return self.diffusion_loss(b, gen).mean()
-        with torch.random.fork_rng(devices=[b.x0.device]):
-            torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-            return self.diffusion_loss(b).mean()
+        loss = self.diffusion_loss(self.encode(batch), gen).mean()
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=self._batch_size(batch))
+        return loss
 
     @staticmethod
     def _batch_size(batch: Any) -> int:
