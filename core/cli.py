@@ -9,6 +9,7 @@ Errors in the user's input (files, settings, checkpoints) end with one line nami
 """
 
 import sys
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
@@ -37,10 +38,25 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
     )
 
 
+def resolve_recipes(args: list[str]) -> list[str]:
+    """Let ``--config recipes/image/digits.yaml`` (or ``image/digits.yaml``) find the recipes shipped inside the installed
+    package when no such file exists relative to the working directory."""
+    from importlib.resources import files
+
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--config" and not Path(out[i + 1]).exists():
+            rel = out[i + 1].removeprefix("recipes/")
+            packaged = Path(str(files("polydiff.recipes"))) / rel
+            if packaged.is_file():
+                out[i + 1] = str(packaged)
+    return out
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
     try:
-        build_cli(args)
+        build_cli(resolve_recipes(sys.argv[1:] if args is None else args))
     except PolydiffError as exc:
         print(f"polydiff: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -117,6 +117,15 @@ def test_print_config_and_help(capsys):
     assert "--num_samples" in out and "classifier-free guidance scale" in out
 
 
+def test_packaged_recipes_resolve_from_any_directory(tmp_path, monkeypatch):
+    from polydiff.core.cli import resolve_recipes
+
+    monkeypatch.chdir(tmp_path)
+    resolved = resolve_recipes(["fit", "--config", "recipes/image/digits.yaml"])[2]
+    assert Path(resolved).is_file() and Path(resolved).read_text() == Path(DIGITS).read_text()
+    assert resolve_recipes(["fit", "--config", "image/digits.yaml"])[2] == resolved
+
+
 def test_unknown_config_key_is_one_line(capsys):
     line = _error_line(capsys, ["fit", "--config", DIGITS, "--model.init_args.no_such_key", "1"])
     assert "no_such_key" in line
