@@ -9,7 +9,7 @@ from polydiff.core.processes import process_by_name
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.audio.features import LogMelFeatures
 from polydiff.domains.audio.metrics import griffin_lim, log_mel_l1, mr_stft_distance, si_sdr
-from polydiff.domains.audio.network import DiffWave
+from polydiff.domains.audio.network import DiffWave, fold, unfold
 
 torch.set_num_threads(1)
 
@@ -78,6 +78,27 @@ def test_diffwave_shapes_and_zero_init():
     assert net.upsampler(mel).shape[-1] == mel.shape[-1] * 128
     with pytest.raises(PolydiffError, match="mel condition"):
         net(x, torch.zeros(2), torch.randn(2, 20, 9))
+
+
+def test_squeezed_diffwave_folds_samples_into_channels():
+    x = torch.arange(24.0).reshape(1, 1, 24)
+    h = fold(x, 8)
+    assert h.shape == (1, 8, 3) and h[0, 3].tolist() == [3.0, 11.0, 19.0]
+    assert torch.equal(unfold(h), x)
+    net = DiffWave(n_mels=40, hop_length=128, residual_layers=2, residual_channels=8, dilation_cycle=2,
+                   upsample_factors=(4, 4), emb_dim=16, squeeze=8)
+    torch.nn.init.normal_(net.output_proj.weight)
+    x = torch.randn(2, 1, 1024)
+    mel = torch.randn(2, 40, 9)
+    out = net(x, torch.zeros(2), mel)
+    assert out.shape == x.shape
+    # causality of the fold: changing one input sample changes outputs only within the receptive field
+    x2 = x.clone()
+    x2[..., 0] += 1.0
+    diff = (net(x2, torch.zeros(2), mel) - out).abs()[0, 0]
+    assert diff[:8].max() > 0 and diff[8 * 8:].max() == 0  # 2 layers, dilations 1, 2: +-3 folded steps
+    with pytest.raises(PolydiffError, match="hop_length / squeeze"):
+        DiffWave(n_mels=40, hop_length=128, upsample_factors=(16, 8), squeeze=8)
 
 
 def test_si_sdr_closed_form():

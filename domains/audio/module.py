@@ -48,8 +48,9 @@ class VocoderModule(DiffusionModule):
         residual_layers: DiffWave residual layers (paper: 30).
         residual_channels: DiffWave residual channels (paper: 64).
         dilation_cycle: dilation of layer i is 2^(i mod dilation_cycle) (paper: 10).
-        upsample_factors: strides of the mel upsampler; they multiply to hop_length.
+        upsample_factors: strides of the mel upsampler; they multiply to hop_length / squeeze.
         emb_dim: width of the noise-level embedding.
+        squeeze: consecutive samples folded into channels (WaveGlow's squeeze; 1 = DiffWave as published).
         griffin_lim_iters: iterations of the Griffin-Lim control in ``polydiff test`` and in sample PNGs.
         diffusion: forward process (default: DiffWave's T = 50 linear betas as vp_linear) and prediction target.
         objective: training noise levels and loss weighting.
@@ -76,6 +77,7 @@ class VocoderModule(DiffusionModule):
         dilation_cycle: int = 10,
         upsample_factors: tuple[int, ...] = (16, 16),
         emb_dim: int = 512,
+        squeeze: int = 1,
         griffin_lim_iters: int = 32,
         diffusion: DiffusionConfig = DiffusionConfig(process="vp_linear", beta_min=0.005, beta_max=2.5,
                                                      prediction="eps", sigma_data=0.6),
@@ -87,7 +89,7 @@ class VocoderModule(DiffusionModule):
         self.features = LogMelFeatures(sample_rate, n_fft, hop_length, n_mels, f_min, f_max, log_floor, mel_mean,
                                        mel_std)
         self.network = DiffWave(n_mels, hop_length, residual_layers, residual_channels, dilation_cycle,
-                                tuple(upsample_factors), emb_dim)
+                                tuple(upsample_factors), emb_dim, squeeze)
         self.mel_prior = mel_prior
         self.griffin_lim_iters = griffin_lim_iters
         self.save_hyperparameters()

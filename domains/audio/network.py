@@ -7,6 +7,11 @@ convolution splits the result into a residual (added to the layer input, scaled 
 skips are summed (scaled by ``1/sqrt(layers)``) and projected to one channel. The mel spectrogram is brought to the
 sample rate by transposed 2-D convolutions over (mel, time) whose strides multiply to the hop length (DiffWave's
 ``SpectrogramUpsampler``). The output projection starts at zero, so a fresh network predicts zeros.
+
+``squeeze`` > 1 folds groups of that many consecutive samples into channels before the residual stack and unfolds them at
+the end (WaveGlow's squeeze, Prenger et al. 2019, Sec. 2.1): the stack then runs at ``1/squeeze`` of the sample rate, so
+each layer costs ``squeeze`` times less and the receptive field in samples grows ``squeeze``-fold. The upsampler then
+stops at ``hop_length / squeeze`` steps per frame.
 """
 
 import math
@@ -26,6 +31,16 @@ def noise_level_features(c_noise: Tensor, dim: int, max_freq: float = 100.0) -> 
     freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, device=c_noise.device))
     args = c_noise.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def fold(x: Tensor, squeeze: int) -> Tensor:
+    """``[B, 1, S] -> [B, squeeze, S / squeeze]`` with ``out[:, j, n] = x[:, 0, n * squeeze + j]``."""
+    return x.reshape(x.shape[0], x.shape[-1] // squeeze, squeeze).transpose(1, 2)
+
+
+def unfold(h: Tensor) -> Tensor:
+    """Inverse of :func:`fold`: ``[B, squeeze, S / squeeze] -> [B, 1, S]``."""
+    return h.transpose(1, 2).reshape(h.shape[0], 1, -1)
 
 
 class MelUpsampler(nn.Module):
@@ -70,27 +85,33 @@ class DiffWave(nn.Module):
         residual_layers: number of residual layers (DiffWave: 30).
         residual_channels: width of the residual stream (DiffWave: 64).
         dilation_cycle: dilations are ``2^(i mod dilation_cycle)`` (DiffWave: 10).
-        upsample_factors: strides of the mel upsampler (DiffWave: 16, 16 for hop 256).
+        upsample_factors: strides of the mel upsampler; they multiply to hop_length / squeeze (DiffWave: 16, 16).
         emb_dim: width of the noise-level embedding MLP (DiffWave: 512).
+        squeeze: samples folded into channels (1: DiffWave as published).
     """
 
     def __init__(self, n_mels: int, hop_length: int, residual_layers: int = 30, residual_channels: int = 64,
-                 dilation_cycle: int = 10, upsample_factors: Sequence[int] = (16, 16), emb_dim: int = 512) -> None:
+                 dilation_cycle: int = 10, upsample_factors: Sequence[int] = (16, 16), emb_dim: int = 512,
+                 squeeze: int = 1) -> None:
         super().__init__()
-        if math.prod(upsample_factors) != hop_length:
+        if squeeze < 1 or hop_length % squeeze:
+            raise PolydiffError(f"squeeze={squeeze} must be a positive divisor of hop_length={hop_length}")
+        if math.prod(upsample_factors) * squeeze != hop_length:
             raise PolydiffError(f"upsample_factors {tuple(upsample_factors)} multiply to {math.prod(upsample_factors)} "
-                                f"but hop_length is {hop_length}; set --model.upsample_factors to factors of the hop")
+                                f"but hop_length / squeeze is {hop_length // squeeze}; set --model.upsample_factors to "
+                                "factors of it")
+        self.squeeze = squeeze
         if dilation_cycle < 1 or residual_layers < 1:
             raise PolydiffError("residual_layers and dilation_cycle must be at least 1")
         self.n_mels = n_mels
-        self.input_proj = nn.Conv1d(1, residual_channels, 1)
+        self.input_proj = nn.Conv1d(squeeze, residual_channels, 1)
         self.emb_in = 128
         self.embedding = nn.Sequential(nn.Linear(self.emb_in, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
         self.upsampler = MelUpsampler(upsample_factors)
         self.layers = nn.ModuleList(
             ResidualLayer(residual_channels, n_mels, emb_dim, 2 ** (i % dilation_cycle)) for i in range(residual_layers))
         self.skip_proj = nn.Conv1d(residual_channels, residual_channels, 1)
-        self.output_proj = nn.Conv1d(residual_channels, 1, 1)
+        self.output_proj = nn.Conv1d(residual_channels, squeeze, 1)
         nn.init.zeros_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
@@ -98,7 +119,12 @@ class DiffWave(nn.Module):
         if cond is None or cond.ndim != 3 or cond.shape[1] != self.n_mels:
             raise PolydiffError(f"the vocoder needs a mel condition of shape [B, {self.n_mels}, frames], got "
                                 f"{None if cond is None else tuple(cond.shape)}")
-        samples = x.shape[-1]
+        batch, samples = x.shape[0], x.shape[-1]
+        if samples % self.squeeze:
+            raise PolydiffError(f"waveform length {samples} is not a multiple of squeeze={self.squeeze}; use crops that "
+                                "are multiples of the hop length")
+        x = fold(x, self.squeeze)
+        samples = samples // self.squeeze
         mel = self.upsampler(cond.to(x.dtype))
         if mel.shape[-1] < samples:
             raise PolydiffError(f"mel condition covers {mel.shape[-1]} samples but the waveform has {samples}")
@@ -110,4 +136,4 @@ class DiffWave(nn.Module):
             h, s = layer(h, emb, mel)
             skip = skip + s
         h = F.relu(self.skip_proj(skip / math.sqrt(len(self.layers))))
-        return self.output_proj(h)
+        return unfold(self.output_proj(h))
