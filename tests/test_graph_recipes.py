@@ -36,17 +36,19 @@ def test_own_graphs_fit_test_and_sample(tmp_path):
     torch.set_num_threads(1)
     data = _edge_list_folder(tmp_path / "mine")
     recipe = str(ROOT / "recipes" / "graph" / "community_small.yaml")
-    common = ["--config", recipe, "--data.path", str(data), "--data.batch_size", "4", *TINY]
+    # evaluation settings go in at fit time: polydiff test takes the model's settings from the checkpoint
+    common = ["--config", recipe, "--data.path", str(data), "--data.batch_size", "4", *TINY,
+              "--model.num_eval_samples", "6", "--model.sampler.steps", "4", "--model.diffusion.bound_times", "2"]
     main(["fit", *common, "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.max_steps", "2",
           "--trainer.max_time", "00:00:05:00"])
     ckpt = sorted((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
-    main(["test", *common, "--trainer.default_root_dir", str(tmp_path / "test"), "--ckpt_path", str(ckpt),
-          "--model.num_eval_samples", "6", "--model.sampler.steps", "4", "--model.diffusion.bound_times", "2"])
+    main(["test", *common, "--trainer.default_root_dir", str(tmp_path / "test"), "--ckpt_path", str(ckpt)])
     metrics = json.loads(next((tmp_path / "test").rglob("metrics.json")).read_text())["metrics"]
     for key in ("degree_mmd", "clustering_mmd", "spectrum_mmd", "orbit_mmd", "valid", "unique", "novel",
                 "er_degree_mmd", "train_degree_mmd", "bound_bits_per_position"):
         assert key in metrics, key
     assert metrics["train_novel"] == 0.0  # the training graphs themselves are never novel
+    assert metrics["num_generated"] == 6
     main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples", "5", "--steps", "4",
           "--out", str(tmp_path / "samples")])
     files = sorted((tmp_path / "samples").glob("*.graphml"))
