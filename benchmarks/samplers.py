@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     n = args.samples or (4096 if args.full else 1024)
-    ref_steps = 4000 if args.full else 1000
+    ref_steps = 1000 if args.full else 400
     entries: dict[str, tuple[str, bool]] = {f"polydiff:{k}": ("polydiff", v[2]) for k, v in POLYDIFF.items()}
     if not args.no_libs:
         from _libs import diffusers_schedulers, k_samplers, run_diffusers, run_k

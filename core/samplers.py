@@ -31,6 +31,12 @@ def _call(model: Denoiser, x: Tensor, lam: Tensor, cond: Any) -> Tensor:
     return model(x, lam.to(x.device).expand(x.shape[0]), cond).double()
 
 
+def _half_lambdas(model: Denoiser, logsnrs: Tensor) -> tuple[list[float], list[float], list[float]]:
+    """Per grid point: half log-SNR ``lambda/2`` (DPM-Solver's lambda), alpha and sigma, as Python floats."""
+    alpha, sigma = model.process.alpha_sigma(logsnrs)
+    return [v / 2 for v in logsnrs.tolist()], alpha.double().tolist(), sigma.double().tolist()
+
+
 def _scales(model: Denoiser, lam: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     a, s = model.process.alpha_sigma(lam)
     return a.to(x.device), s.to(x.device)
@@ -51,13 +57,26 @@ def ddim(
     posterior standard deviation of q(x_s | x_t, x_0) scaled by ``eta``. Invariant to a common rescaling of (alpha, sigma).
     """
     x = x.double()
+    lam, alpha, sigma = _half_lambdas(model, logsnrs)
     for i in range(len(logsnrs) - 1):
-        lt, ls = logsnrs[i], logsnrs[i + 1]
-        x0 = _call(model, x, lt, cond)
+        x0 = _call(model, x, logsnrs[i], cond)
         if callback is not None:
             callback(i, x, x0)
-        x = ddim_step(model, x, x0, lt, ls, eta, generator)
+        x = _ddim_update(x, x0, alpha[i], sigma[i], alpha[i + 1], sigma[i + 1], 2 * (lam[i] - lam[i + 1]), eta,
+                         generator)
     return x
+
+
+def _ddim_update(x: Tensor, x0: Tensor, a_t: float, s_t: float, a_s: float, s_s: float, dlam: float, eta: float,
+                 generator: torch.Generator | None) -> Tensor:
+    """:func:`ddim_step` with the scales as Python floats (``dlam = lambda_t - lambda_s <= 0``)."""
+    if math.isinf(dlam):
+        return x0
+    c = eta * s_s * math.sqrt(max(-math.expm1(dlam), 0.0)) if eta != 0 else 0.0
+    # a_s x0 + k eps with eps = (x - a_t x0) / s_t, folded into two tensor operations
+    k = (math.sqrt(max(s_s**2 - c**2, 0.0)) if eta != 0 else s_s) / s_t
+    out = torch.add(x * k, x0, alpha=a_s - k * a_t)
+    return out if eta == 0 else out.add_(_randn_like(x, generator), alpha=c)
 
 
 def ddim_step(
@@ -89,22 +108,16 @@ def flow_euler(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, ge
     velocity is ``u = (x_f - x0_hat) / t_f``. (Algebraically this is DDIM with eta = 0; the tests check it numerically.)
     """
     x = x.double()
+    _, alpha, sigma = _half_lambdas(model, logsnrs)
     for i in range(len(logsnrs) - 1):
-        lt, ls = logsnrs[i], logsnrs[i + 1]
-        x0 = _call(model, x, lt, cond)
+        x0 = _call(model, x, logsnrs[i], cond)
         if callback is not None:
             callback(i, x, x0)
-        a_t, s_t = _scales(model, lt, x)
-        a_s, s_s = _scales(model, ls, x)
+        a_t, s_t, a_s, s_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
         xf, tf, tf_next = x / (a_t + s_t), s_t / (a_t + s_t), s_s / (a_s + s_s)
         u = (xf - x0) / tf
         x = (xf + (tf_next - tf) * u) * (a_s + s_s)
     return x
-
-
-def _ve_sigma(lam: Tensor) -> Tensor:
-    """sigma~ = sigma / alpha = exp(-lambda / 2) (0 at lambda = +inf)."""
-    return torch.exp(-lam / 2)
 
 
 def _heun_like(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any, generator: torch.Generator | None,
@@ -116,29 +129,31 @@ def _heun_like(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any, generator
     algorithm is exact for every process.
     """
     n = len(logsnrs) - 1
-    a0, _ = _scales(model, logsnrs[0], x)
-    xv = x.double() / a0
+    lam, alpha, _ = _half_lambdas(model, logsnrs)
+    sigmas = [math.exp(-v) for v in lam]  # sigma~ = e^{-lambda/2}, 0 at lambda = +inf
+    xv = x.double() / alpha[0]
     for i in range(n):
-        sig, sig_next = _ve_sigma(logsnrs[i]), _ve_sigma(logsnrs[i + 1])
-        gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= float(sig) <= s_tmax else 0.0
-        sig_hat = sig * (1 + gamma)
+        sig, sig_next = sigmas[i], sigmas[i + 1]
+        gamma = min(s_churn / n, math.sqrt(2) - 1) if s_tmin <= sig <= s_tmax else 0.0
         if gamma > 0:
-            xv = xv + (sig_hat**2 - sig**2).sqrt() * s_noise * _randn_like(xv, generator)
-        lam_hat = -2 * torch.log(sig_hat)
-        a_hat, _ = _scales(model, lam_hat, xv)
+            sig_hat = sig * (1 + gamma)
+            xv = xv + (math.sqrt(sig_hat**2 - sig**2) * s_noise) * _randn_like(xv, generator)
+            lam_hat = torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)
+            a_hat = float(model.process.alpha_sigma(lam_hat)[0])
+        else:
+            sig_hat, lam_hat, a_hat = sig, logsnrs[i], alpha[i]
         x0 = _call(model, xv * a_hat, lam_hat, cond)
         if callback is not None:
             callback(i, xv * a_hat, x0)
-        d = (xv - x0) / sig_hat
-        x_next = xv + (sig_next - sig_hat) * d
+        # d = (x - x0) / sigma; Euler: x + dt d; Heun: x + dt (d + d_next) / 2 (scalars folded into add's alpha)
+        dt = sig_next - sig_hat
+        diff = xv - x0
+        x_next = torch.add(xv, diff, alpha=dt / sig_hat)
         if second_order and sig_next > 0:
-            a_next, _ = _scales(model, logsnrs[i + 1], xv)
-            x0_next = _call(model, x_next * a_next, logsnrs[i + 1], cond)
-            d_next = (x_next - x0_next) / sig_next
-            x_next = xv + (sig_next - sig_hat) * (d + d_next) / 2
+            x0_next = _call(model, x_next * alpha[i + 1], logsnrs[i + 1], cond)
+            x_next = torch.add(xv, diff, alpha=dt / (2 * sig_hat)).add_(x_next - x0_next, alpha=dt / (2 * sig_next))
         xv = x_next
-    a_end, _ = _scales(model, logsnrs[-1], xv)
-    return xv * a_end
+    return xv * alpha[-1]
 
 
 def euler(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generator: torch.Generator | None = None,
@@ -168,26 +183,25 @@ def dpmpp_2m(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, gene
     The first step, and the step to sigma = 0, are first order.
     """
     x = x.double()
+    lam, alpha, sigma = _half_lambdas(model, logsnrs)
     x0_prev, h_prev = None, None
     for i in range(len(logsnrs) - 1):
-        lt, ls = logsnrs[i], logsnrs[i + 1]
-        x0 = _call(model, x, lt, cond)
+        x0 = _call(model, x, logsnrs[i], cond)
         if callback is not None:
             callback(i, x, x0)
-        if torch.isinf(ls):
+        if math.isinf(lam[i + 1]):
             x = x0
             break
-        a_s, s_s = _scales(model, ls, x)
-        _, s_t = _scales(model, lt, x)
-        h = (ls - lt) / 2
-        phi = -torch.expm1(-(1 + eta) * h)
-        d = x0
+        a_s, s_s, s_t = alpha[i + 1], sigma[i + 1], sigma[i]
+        h = lam[i + 1] - lam[i]
+        phi = -math.expm1(-(1 + eta) * h)
+        # x_s = (s_s/s_t) e^{-eta h} x + a_s phi D with D = (1 + 1/(2r)) x0 - x0_prev / (2r)
+        x = torch.add(x * ((s_s / s_t) * math.exp(-eta * h)), x0, alpha=a_s * phi)
         if x0_prev is not None:
-            r = h_prev / h
-            d = x0 + (x0 - x0_prev) / (2 * r)
-        x = (s_s / s_t) * torch.exp(-eta * h) * x + a_s * phi * d
+            w = 1 / (2 * (h_prev / h))
+            x = x.add_(x0 - x0_prev, alpha=a_s * phi * w)
         if eta > 0:
-            x = x + s_s * (-torch.expm1(-2 * eta * h)).sqrt() * _randn_like(x, generator)
+            x = x + (s_s * math.sqrt(-math.expm1(-2 * eta * h))) * _randn_like(x, generator)
         x0_prev, h_prev = x0, h
     return x
 
@@ -202,12 +216,6 @@ def dpmpp_2m_sde(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
 # --------------------------------------------------------------------------------------------------------------------
 # Higher-order multistep solvers. Their coefficients depend only on the grid, so they are computed with Python floats
 # (no tiny tensor ops per step); only the state updates touch tensors.
-
-
-def _half_lambdas(model: Denoiser, logsnrs: Tensor) -> tuple[list[float], list[float], list[float]]:
-    """Per grid point: half log-SNR ``lambda/2`` (DPM-Solver's lambda), alpha and sigma, as Python floats."""
-    alpha, sigma = model.process.alpha_sigma(logsnrs)
-    return [float(v) / 2 for v in logsnrs], [float(v) for v in alpha], [float(v) for v in sigma]
 
 
 def _final_denoise(x: Tensor, x_eval: Tensor, x0: Tensor, alpha: float) -> Tensor:
