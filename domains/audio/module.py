@@ -240,9 +240,12 @@ class VocoderModule(DiffusionModule):
                   (f"griffin-lim ({self.griffin_lim_iters} iterations)", self.features.log_mel(gl)[0])]
         paths.append(save_spectrograms(out_dir / f"{name}_spectrograms.png", panels, self.features.sample_rate,
                                        self.features.hop_length))
-        l1 = log_mel_l1(self.features, ref[..., :samples] if ref is not None else gl, wave) if ref is not None else None
-        print(f"vocoded {samples / self.features.sample_rate:.2f} s in real-time factor {rtf:.2f}"
-              + (f"; log-mel L1 vs input {float(l1):.3f}" if l1 is not None else ""))
+        msg = f"vocoded {samples / self.features.sample_rate:.2f} s at real-time factor {rtf:.2f}"
+        if ref is not None:
+            ref = ref[..., :samples].to(wave.device)
+            msg += (f"; log-mel L1 vs input: vocoder {float(log_mel_l1(self.features, ref, wave)):.3f}, "
+                    f"Griffin-Lim {float(log_mel_l1(self.features, ref, gl)):.3f}")
+        print(msg)
         return paths
 
     # ------------------------------------------------------------------ checkpoints
