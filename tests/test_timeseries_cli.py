@@ -48,11 +48,14 @@ def test_csv_recipe_fit_test_and_sample_keep_every_observed_value(tmp_path, caps
     main(["fit", "--config", recipe, "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path / "dev"),
           *data, *TINY])
     run = tmp_path / "run"
-    main(["fit", "--config", recipe, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(run), *data, *TINY])
+    # evaluation settings at fit time: with --ckpt_path, Lightning's CLI takes the model settings from the checkpoint
+    fast_eval = ["--model.eval_samples", "4", "--model.eval_repeats", "1", "--model.sampler.steps", "3"]
+    main(["fit", "--config", recipe, "--trainer.max_steps", "3", "--trainer.default_root_dir", str(run), *data, *TINY,
+          *fast_eval])
     ckpt = next(run.rglob("last.ckpt"))
     # polydiff test: the full table of settings x methods
     main(["test", "--config", recipe, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "test"),
-          "--model.eval_samples", "4", "--model.eval_repeats", "1", "--model.sampler.steps", "3", *data, *TINY])
+          *data, *TINY])
     metrics = json.loads(next((tmp_path / "test").rglob("metrics.json")).read_text())["metrics"]
     for setting in ("random10", "random50", "random90", "block", "forecast"):
         for method in ("model", "mean", "locf", "linear"):

@@ -127,7 +127,7 @@ def test_masks_hide_only_observed_values_in_the_documented_shapes():
 
 def test_network_ignores_noise_at_conditioning_positions_and_values_at_targets():
     torch.manual_seed(0)
-    net = CSDINetwork(3, channels=16, layers=2, heads=2, time_embedding_dim=8, feature_embedding_dim=4)
+    net = CSDINetwork(3, channels=16, layers=2, heads=2, time_embedding_dim=8, feature_embedding_dim=4).eval()
     torch.nn.init.normal_(net.output.weight, std=0.1)  # the zero-initialised head would make every output 0
     x = torch.randn(2, 3, 7)
     cond_mask = (torch.rand(2, 3, 7) < 0.5).float()

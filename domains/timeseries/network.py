@@ -26,23 +26,23 @@ def sinusoidal(x: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     return emb if dim % 2 == 0 else torch.nn.functional.pad(emb, (0, 1))
 
 
-def _transformer(channels: int, heads: int) -> nn.TransformerEncoder:
+def _transformer(channels: int, heads: int, dropout: float) -> nn.TransformerEncoder:
     layer = nn.TransformerEncoderLayer(d_model=channels, nhead=heads, dim_feedforward=64, activation="gelu",
-                                       batch_first=True, dropout=0.0)
+                                       batch_first=True, dropout=dropout)
     return nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
 
 
 class ResidualBlock(nn.Module):
     """One CSDI residual layer: noise embedding, temporal and feature transformers, side information, gated output."""
 
-    def __init__(self, channels: int, side_dim: int, emb_dim: int, heads: int) -> None:
+    def __init__(self, channels: int, side_dim: int, emb_dim: int, heads: int, dropout: float = 0.1) -> None:
         super().__init__()
         self.noise_projection = nn.Linear(emb_dim, channels)
         self.side_projection = nn.Conv1d(side_dim, 2 * channels, 1)
         self.mid_projection = nn.Conv1d(channels, 2 * channels, 1)
         self.output_projection = nn.Conv1d(channels, 2 * channels, 1)
-        self.time_layer = _transformer(channels, heads)
-        self.feature_layer = _transformer(channels, heads)
+        self.time_layer = _transformer(channels, heads, dropout)
+        self.feature_layer = _transformer(channels, heads, dropout)
 
     def _across_time(self, y: Tensor) -> Tensor:
         b, c, k, length = y.shape
@@ -81,10 +81,12 @@ class CSDINetwork(nn.Module):
         time_embedding_dim: size of the sinusoidal time-step embedding (CSDI: 128).
         feature_embedding_dim: size of the learned feature embedding (CSDI: 16).
         noise_embedding_dim: size of the noise-level embedding (CSDI: 128).
+        dropout: dropout inside the transformer layers (CSDI: PyTorch's default, 0.1).
     """
 
     def __init__(self, n_features: int, channels: int = 64, layers: int = 4, heads: int = 8,
-                 time_embedding_dim: int = 128, feature_embedding_dim: int = 16, noise_embedding_dim: int = 128) -> None:
+                 time_embedding_dim: int = 128, feature_embedding_dim: int = 16, noise_embedding_dim: int = 128,
+                 dropout: float = 0.1) -> None:
         super().__init__()
         self.n_features = n_features
         self.time_embedding_dim = time_embedding_dim
@@ -94,7 +96,8 @@ class CSDINetwork(nn.Module):
                                        nn.Linear(noise_embedding_dim, noise_embedding_dim), nn.SiLU())
         side_dim = time_embedding_dim + feature_embedding_dim + 1
         self.input_projection = nn.Conv1d(2, channels, 1)
-        self.blocks = nn.ModuleList(ResidualBlock(channels, side_dim, noise_embedding_dim, heads) for _ in range(layers))
+        self.blocks = nn.ModuleList(ResidualBlock(channels, side_dim, noise_embedding_dim, heads, dropout)
+                                    for _ in range(layers))
         self.skip_projection = nn.Conv1d(channels, channels, 1)
         self.output = nn.Conv1d(channels, 1, 1)
         nn.init.zeros_(self.output.weight)
