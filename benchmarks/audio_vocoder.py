@@ -72,6 +72,17 @@ def write_heldout_sample(ckpt: str, recipe: str, out_dir: Path) -> Path:
     return out_dir / "vocoded" / "heldout_spectrograms.png"
 
 
+def validation_curve(ckpt: Path) -> list[tuple[int, float]]:
+    """``(step, val/logmel_l1)`` pairs from the run's CSV log next to the checkpoint folder (empty when absent)."""
+    import csv
+
+    log = ckpt.resolve().parent.parent / "metrics.csv"
+    if not log.is_file():
+        return []
+    with log.open() as fh:
+        return [(int(r["step"]) + 1, float(r["val/logmel_l1"])) for r in csv.DictReader(fh) if r.get("val/logmel_l1")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=DEFAULT_CKPT)
@@ -113,6 +124,11 @@ def main() -> None:
     for label, l1, mr, sdr, rtf in rows:
         lines.append(f"| {label} | {l1:.3f} | {mr:.3f} | {sdr:.2f} | {rtf:.3f} |")
     lines.append(f"| Griffin-Lim, 32 iterations, same mel | {gl[0]:.3f} | {gl[1]:.3f} | {gl[2]:.2f} | {gl[3]:.3f} |")
+    curve = validation_curve(Path(args.ckpt))
+    if curve:
+        lines += ["", "Learning curve (validation log-mel L1 of the default sampler on 4 validation clips, EMA weights):",
+                  "", "| step | " + " | ".join(str(s) for s, _ in curve) + " |",
+                  "|---|" + "---|" * len(curve), "| log-mel L1 | " + " | ".join(f"{v:.3f}" for _, v in curve) + " |"]
     lines += [
         "",
         f"Checkpoint: `{args.ckpt}` after {step} training steps. {args.train_note}".rstrip(),

@@ -7,7 +7,7 @@ import torch
 
 from polydiff.core.processes import process_by_name
 from polydiff.core.utils import PolydiffError
-from polydiff.domains.audio.features import LogMelFeatures
+from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct, mdct_basis
 from polydiff.domains.audio.metrics import griffin_lim, log_mel_l1, mr_stft_distance, si_sdr
 from polydiff.domains.audio.network import DiffWave, fold, unfold
 
@@ -146,3 +146,40 @@ def test_vocoder_learns_on_a_fixed_batch():
         loss.backward()
         opt.step()
     assert held_out_loss() < 0.9 * before  # measured: 1.006 -> 0.800
+
+
+def test_circular_mdct_is_orthogonal():
+    basis = mdct_basis(64)
+    x = torch.randn(3, 1, 64 * 10, generator=torch.Generator().manual_seed(0))
+    coeffs = mdct(x, basis)
+    assert coeffs.shape == (3, 64, 10)
+    assert torch.allclose(imdct(coeffs, basis), x, atol=1e-5)  # TDAC: perfect reconstruction
+    assert float(coeffs.pow(2).sum() / x.pow(2).sum()) == pytest.approx(1.0, abs=1e-5)  # Parseval
+    # a cosine at the centre frequency of coefficient 5 puts almost all its energy there
+    n = torch.arange(640.0)
+    c = mdct(torch.cos(torch.pi / 64 * (n + 0.5 + 32) * 5.5)[None, None], basis)
+    assert c[0, 5].pow(2).sum() > 0.75 * c.pow(2).sum()  # measured 0.81 (the rest is time-domain aliasing)
+
+
+@pytest.mark.parametrize("spectral", [False, True])
+def test_mel_priors_whiten_and_invert_exactly(spectral):
+    from polydiff.domains.audio import VocoderModule
+
+    model = VocoderModule(n_fft=512, hop_length=128, n_mels=40, residual_layers=1, residual_channels=4,
+                          dilation_cycle=1, upsample_factors=(16,), emb_dim=8, squeeze=8, spectral_prior=spectral)
+    g = torch.Generator().manual_seed(0)
+    for std in (0.01, 0.3):
+        x = std * torch.randn(2, 1, 128 * 40, generator=g)
+        mel = model.features(x)
+        white = model.whiten(x, mel)
+        assert float(white.std()) == pytest.approx(1.0, rel=0.25)  # calibrated on white noise
+        assert torch.allclose(model.colour(white, mel), x, atol=1e-5 * std)
+    if not spectral:
+        return
+    # with the spectral prior, coloured unit noise takes the spectral shape of the mel (the envelope prior does not)
+    low = torch.nn.functional.avg_pool1d(torch.randn(1, 1, 128 * 41, generator=g), 8, 1)[..., :128 * 40]
+    mel = model.features(low)
+    noise = model.colour(torch.randn(low.shape, generator=g), mel)
+    err_prior = float(log_mel_l1(model.features, low, noise))
+    err_white = float(log_mel_l1(model.features, low, torch.randn(low.shape, generator=g) * low.std()))
+    assert err_prior < 0.5 * err_white

@@ -14,6 +14,11 @@ frame RMS implied by the mel, calibrated on white noise, floored at the amplitud
 max-pooled over neighbouring frames and interpolated linearly to the sample rate. Diffusing ``wave / envelope`` with a
 standard Gaussian is the same model as PriorGrad's diffusion with prior N(0, diag(envelope^2)); its eps-MSE is
 PriorGrad's Sigma^-1-weighted loss (their eq. 6).
+
+Spectral gains (a SpecGrad-like prior, Koizumi et al. 2022, made exactly invertible): the amplitude of each coefficient
+of an orthogonal circular MDCT of size ``hop`` (sine window, TDAC), read from the mel interpolated to linear frequency.
+Whitening ``M^T (M x / G)`` and colouring ``M^T (M x G)`` are exact inverses because ``M`` is orthogonal, unlike
+STFT-domain filtering, whose inverse is only approximate.
 """
 
 import torch
@@ -55,6 +60,12 @@ class LogMelFeatures(nn.Module):
         # RMS calibration: mel RMS of unit-variance white noise (deterministic: fixed seed, computed at construction)
         noise = torch.randn(1, 1, 64 * hop_length + n_fft, generator=torch.Generator().manual_seed(0))
         self.register_buffer("white_mel_rms", self._mel_rms(self.mel(noise)).mean(), persistent=False)
+        # spectral prior: MDCT of size hop; coefficient k sits at (k + 1/2) sr / (2 hop) = FFT bin (k + 1/2) n_fft / (2 hop)
+        k = torch.arange(hop_length, dtype=torch.float64)
+        bins = torch.round((k + 0.5) * n_fft / (2 * hop_length)).long().clamp(1, n_fft // 2)
+        self.register_buffer("mdct_bins", bins, persistent=False)
+        self.register_buffer("mdct_basis", mdct_basis(hop_length), persistent=False)
+        self.register_buffer("white_lin", self._linear(self.mel(noise[:, 0])[..., 4:-4]).mean(), persistent=False)
 
     @staticmethod
     def _mel_rms(mel: Tensor) -> Tensor:
@@ -87,6 +98,47 @@ class LogMelFeatures(nn.Module):
             env = F.pad(env, (0, samples - env.shape[-1]), mode="replicate")
         return env[..., :samples]
 
+    def spectral_gains(self, mel_norm: Tensor) -> Tensor:
+        """Per-coefficient amplitudes ``[B, hop, F - 1]`` of the circular MDCT (size ``hop``) implied by normalised
+        log-mels ``[B, n_mels, F]``: the mel interpolated to linear frequency (filter-weighted average of the bands
+        covering each frequency), calibrated so that white noise of unit variance gets gains of about 1, floored at
+        the amplitude whose mel sits at ``log_floor``. MDCT frame t is centred on mel frame t + 1; the last frame wraps
+        around (end and start of the signal) and takes the larger gains of the last and the first mel frame."""
+        gains = self._linear(self.denormalise(mel_norm.float()).exp()) / self.white_lin
+        gains = torch.cat([gains[..., 1:-1], torch.maximum(gains[..., -1:], gains[..., :1])], -1)
+        return gains.clamp_min(self.log_floor / float(self.white_mel_rms))
+
+    def _linear(self, mel: Tensor) -> Tensor:
+        fb = self.mel.mel_scale.fb[self.mdct_bins]  # [hop, n_mels]
+        return torch.einsum("fm,bmt->bft", fb, mel) / fb.sum(1).clamp_min(1e-8)[None, :, None]
+
     def frames(self, samples: int) -> int:
         """Number of mel frames of a waveform of ``samples`` samples."""
         return samples // self.hop_length + 1
+
+
+def mdct_basis(n: int) -> Tensor:
+    """Orthonormal MDCT basis ``[n, 2n]`` with the sine window (Princen & Bradley 1986; Malvar 1990):
+    ``C[k, j] = sqrt(2/n) w[j] cos(pi/n (j + 1/2 + n/2)(k + 1/2))``, ``w[j] = sin(pi (j + 1/2) / 2n)``."""
+    j = torch.arange(2 * n, dtype=torch.float64)
+    k = torch.arange(n, dtype=torch.float64)[:, None]
+    w = torch.sin(torch.pi * (j + 0.5) / (2 * n))
+    return (torch.sqrt(torch.tensor(2.0 / n)) * w * torch.cos(torch.pi / n * (j + 0.5 + n / 2) * (k + 0.5))).float()
+
+
+def mdct(x: Tensor, basis: Tensor) -> Tensor:
+    """Circular MDCT of ``[B, 1, S]`` (S a multiple of n) -> ``[B, n, S / n]``; frame t covers samples [t n, t n + 2n)
+    (wrapping around), so the transform is square and orthogonal: :func:`imdct` inverts it exactly (TDAC)."""
+    n = basis.shape[0]
+    x = x.reshape(x.shape[0], -1)
+    frames = torch.cat([x, x[:, :n]], 1).unfold(1, 2 * n, n)  # [B, T, 2n]
+    return torch.einsum("btj,kj->bkt", frames, basis)
+
+
+def imdct(coeffs: Tensor, basis: Tensor) -> Tensor:
+    """Inverse (= transpose) of :func:`mdct`: ``[B, n, T] -> [B, 1, T n]`` by circular overlap-add."""
+    n = basis.shape[0]
+    frames = torch.einsum("bkt,kj->btj", coeffs, basis)  # [B, T, 2n]
+    first, second = frames[..., :n], frames[..., n:]
+    out = first + torch.roll(second, 1, dims=1)  # samples [t n, (t+1) n) get frame t's first half, frame t-1's second
+    return out.reshape(coeffs.shape[0], 1, -1)

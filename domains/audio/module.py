@@ -2,8 +2,9 @@
 
 The DataModule hands over raw waveform crops ``[B, 1, S]``; this module computes the features itself
 (:class:`~polydiff.domains.audio.features.LogMelFeatures`, whose settings are hyper-parameters stored in the checkpoint),
-divides the waveform by the mel-derived envelope (PriorGrad's data-dependent prior, optional) and hands the core
-``x0 = wave / envelope`` with the normalised mel as condition. Sampling multiplies the envelope back.
+whitens the waveform with a mel-derived prior (optional: PriorGrad's frame envelope, or a spectral shaping per MDCT
+coefficient) and hands the core ``x0 = whiten(wave)`` with the normalised mel as condition. Sampling colours the result
+back with the exact inverse.
 
 DiffWave's schedule (T = 50 linear betas 1e-4..0.05) is the core's ``vp_linear`` process with ``beta_min = 0.005``,
 ``beta_max = 2.5`` (continuous time, ``beta_i = beta(t_i) / T``); fast inference uses the core's samplers with 6 steps.
@@ -21,18 +22,18 @@ from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModul
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.audio.audio_io import read_audio, write_audio
-from polydiff.domains.audio.features import LogMelFeatures
+from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct
 from polydiff.domains.audio.metrics import griffin_lim, log_mel_l1, mr_stft_distance, si_sdr
 from polydiff.domains.audio.network import DiffWave
 from polydiff.domains.audio.plots import save_spectrograms
 
 #: hyper-parameters that define the features; a checkpoint must agree on all of them
 FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "log_floor", "mel_mean", "mel_std",
-                "mel_prior")
+                "mel_prior", "spectral_prior")
 
 
 class VocoderModule(DiffusionModule):
-    """DiffWave-style mel-to-waveform vocoder (Kong et al. 2021) with an optional PriorGrad envelope (Lee et al. 2022).
+    """DiffWave-style mel-to-waveform vocoder (Kong et al. 2021) with an optional mel prior (PriorGrad / SpecGrad-like).
 
     Args:
         sample_rate: audio sample rate in Hz; inputs at other rates are resampled.
@@ -44,7 +45,9 @@ class VocoderModule(DiffusionModule):
         log_floor: mel magnitudes are clamped to this before the log.
         mel_mean: log-mel normalisation offset (stored with the checkpoint).
         mel_std: log-mel normalisation scale (stored with the checkpoint).
-        mel_prior: diffuse ``wave / envelope(mel)`` (PriorGrad prior) instead of the raw waveform.
+        mel_prior: diffuse the waveform whitened by the mel (a data-dependent prior) instead of the raw waveform.
+        spectral_prior: whiten per time-frequency coefficient (exactly invertible MDCT shaping, SpecGrad-like) instead
+            of by the frame envelope only (PriorGrad).
         residual_layers: DiffWave residual layers (paper: 30).
         residual_channels: DiffWave residual channels (paper: 64).
         dilation_cycle: dilation of layer i is 2^(i mod dilation_cycle) (paper: 10).
@@ -72,6 +75,7 @@ class VocoderModule(DiffusionModule):
         mel_mean: float = -5.0,
         mel_std: float = 2.5,
         mel_prior: bool = True,
+        spectral_prior: bool = False,
         residual_layers: int = 30,
         residual_channels: int = 64,
         dilation_cycle: int = 10,
@@ -91,6 +95,7 @@ class VocoderModule(DiffusionModule):
         self.network = DiffWave(n_mels, hop_length, residual_layers, residual_channels, dilation_cycle,
                                 tuple(upsample_factors), emb_dim, squeeze)
         self.mel_prior = mel_prior
+        self.spectral_prior = spectral_prior
         self.griffin_lim_iters = griffin_lim_iters
         self.save_hyperparameters()
         self._test_rows: list[dict[str, Tensor]] = []
@@ -105,16 +110,42 @@ class VocoderModule(DiffusionModule):
             raise PolydiffError(f"the vocoder expects mono waveforms [B, 1, samples], got {tuple(wave.shape)}")
         return wave.float()
 
-    def envelope(self, mel_norm: Tensor, samples: int) -> Tensor:
-        """The PriorGrad amplitude envelope ``[B, 1, samples]`` (ones when ``mel_prior`` is off)."""
+    def whiten(self, wave: Tensor, mel_norm: Tensor) -> Tensor:
+        """The diffused signal: ``wave`` divided by the prior's scale (identity when ``mel_prior`` is off).
+
+        Envelope prior (PriorGrad): ``wave / envelope(mel)``. Spectral prior: ``M^T (M wave / G(mel))`` with ``M`` the
+        orthogonal circular MDCT of size hop and ``G`` the mel-implied coefficient amplitudes. Both are linear and exactly
+        invertible (:meth:`colour`), so diffusing the whitened signal with N(0, I) is diffusing the waveform with the
+        prior N(0, L L^T), ``L = colour`` (PriorGrad, Lee et al. 2022; SpecGrad, Koizumi et al. 2022).
+        """
         if not self.mel_prior:
-            return torch.ones(mel_norm.shape[0], 1, samples, device=mel_norm.device)
-        return self.features.envelope(mel_norm, samples)
+            return wave
+        if self.spectral_prior:
+            self._check_hops(wave.shape[-1])
+            basis = self.features.mdct_basis
+            return imdct(mdct(wave, basis) / self.features.spectral_gains(mel_norm), basis)
+        return wave / self.features.envelope(mel_norm, wave.shape[-1])
+
+    def colour(self, x: Tensor, mel_norm: Tensor) -> Tensor:
+        """Inverse of :meth:`whiten`: from the diffused signal back to the waveform."""
+        if not self.mel_prior:
+            return x
+        if self.spectral_prior:
+            self._check_hops(x.shape[-1])
+            basis = self.features.mdct_basis
+            return imdct(mdct(x, basis) * self.features.spectral_gains(mel_norm), basis)
+        return x * self.features.envelope(mel_norm, x.shape[-1])
+
+    def _check_hops(self, samples: int) -> None:
+        if samples % self.features.hop_length:
+            raise PolydiffError(f"the spectral prior needs waveforms of a multiple of hop_length="
+                                f"{self.features.hop_length} samples, got {samples}; set --data.crop_samples and "
+                                "--data.eval_samples to multiples of the hop")
 
     def encode(self, batch: Any) -> DiffusionBatch:
         wave = self._wave(batch)
         mel = self.features(wave)
-        return DiffusionBatch(x0=wave / self.envelope(mel, wave.shape[-1]), cond=mel)
+        return DiffusionBatch(x0=self.whiten(wave, mel), cond=mel)
 
     # ------------------------------------------------------------------ vocoding
     @torch.no_grad()
@@ -127,7 +158,7 @@ class VocoderModule(DiffusionModule):
         samples = samples or (mel_norm.shape[-1] - 1) * self.features.hop_length
         mel_norm = mel_norm.to(self.device)
         x = self.generate((mel_norm.shape[0], 1, samples), cond=mel_norm, sampler=sampler, seed=seed)
-        return x * self.envelope(mel_norm, samples)
+        return self.colour(x, mel_norm)
 
     def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
         """The Griffin-Lim control from the same normalised mel."""
