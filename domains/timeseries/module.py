@@ -235,7 +235,7 @@ class TimeSeriesImputation(DiffusionModule):
                  write_filled(table, low, out_dir / "quantiles_05.csv"),
                  write_filled(table, high, out_dir / "quantiles_95.csv")]
         paths.append(plot_imputation(out_dir / "imputed.png", table.values, median, low, high, table.features,
-                                     time_label=f"row ({table.time_column})"))
+                                     time_label=table.time_column, times=table.frame[table.time_column].tolist()))
         return paths
 
     @torch.no_grad()
