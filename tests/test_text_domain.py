@@ -172,3 +172,22 @@ def test_checkpoint_of_another_domain_is_refused(tmp_path):
 def test_recipe_fast_dev_run(recipe, tmp_path):
     main(["fit", "--config", str(recipe), "--trainer.fast_dev_run=1", "--trainer.enable_progress_bar", "false",
           "--trainer.default_root_dir", str(tmp_path)])
+
+
+def test_denoiser_from_local_pretrained_bert(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    from polydiff.domains.text import TimeConditionedBert
+
+    cfg = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                     max_position_embeddings=80)
+    src = BertModel(cfg, add_pooling_layer=False)
+    src.save_pretrained(tmp_path / "bert")
+    net = TimeConditionedBert(28, max_len=64, hidden_size=999, pretrained=str(tmp_path / "bert"))
+    assert net.bert.config.hidden_size == 24  # sizes come from the checkpoint
+    for (name, a), b in zip(src.state_dict().items(), net.bert.state_dict().values()):
+        assert torch.equal(a, b), name
+    out = net(torch.randint(0, 28, (2, 10)), torch.rand(2))
+    assert out.shape == (2, 10, 28)
+    with pytest.raises(PolydiffError, match="config.json"):
+        TimeConditionedBert(28, pretrained=str(tmp_path / "missing"))

@@ -39,6 +39,8 @@ class TextDiffusion(DiscreteDiffusionModule):
         intermediate_size: feed-forward width.
         dropout: dropout in the transformer.
         pretrained: local folder of a HuggingFace BERT (save_pretrained) whose encoder initialises the denoiser.
+        local_kernel: width of the convolution over token embeddings before the transformer (0: none; see
+            ``TimeConditionedBert``).
         num_test_samples: samples drawn by ``polydiff test`` for the word-share metric.
         diffusion: categorical process and loss (see ``CategoricalConfig``).
         sampler: default sampler (``absorbing_fast`` for absorbing models).
@@ -58,6 +60,7 @@ class TextDiffusion(DiscreteDiffusionModule):
         intermediate_size: int = 1024,
         dropout: float = 0.0,
         pretrained: Optional[str] = None,
+        local_kernel: int = 5,
         num_test_samples: int = 16,
         diffusion: CategoricalConfig = CategoricalConfig(),
         sampler: CategoricalSamplerConfig = CategoricalSamplerConfig(),
@@ -74,7 +77,7 @@ class TextDiffusion(DiscreteDiffusionModule):
         with_mask = CharTokenizer().num_categories if tokenizer == "char" else bpe_vocab_size + 1
         num_categories = with_mask if diffusion.transition == "absorbing" else with_mask - 1
         self.network = TimeConditionedBert(num_categories, max_len, hidden_size, num_layers, num_heads,
-                                           intermediate_size, dropout, pretrained)
+                                           intermediate_size, dropout, pretrained, local_kernel)
         self.set_variables([num_categories])
         self.register_buffer("tokenizer_json", torch.zeros(0, dtype=torch.uint8))
         self.tokenizer: CharTokenizer | BPETokenizer | None = None

@@ -33,11 +33,15 @@ class TimeConditionedBert(nn.Module):
         pretrained: local folder of a HuggingFace BERT checkpoint (``config.json`` + weights) whose encoder initialises
             the transformer (its sizes replace the ones above; token embeddings and output head stay new, since the
             vocabulary differs). Nothing is downloaded.
+        local_kernel: width of a residual convolution over the token embeddings before the transformer (0: none). It
+            hands every position its neighbours from the first step: with absolute position embeddings alone, a small
+            BERT trained from scratch on characters sat on the unigram plateau (4.1 bits/char) for 600+ steps here,
+            while with a width-5 convolution it reached 3.5 bits/char after 150 steps.
     """
 
     def __init__(self, num_categories: int, max_len: int = 128, hidden_size: int = 256, num_layers: int = 4,
                  num_heads: int = 4, intermediate_size: int = 1024, dropout: float = 0.0,
-                 pretrained: Optional[str] = None) -> None:
+                 pretrained: Optional[str] = None, local_kernel: int = 5) -> None:
         super().__init__()
         from transformers import BertConfig, BertModel
 
@@ -59,6 +63,9 @@ class TimeConditionedBert(nn.Module):
         width = self.bert.config.hidden_size
         self.max_len = max_len
         self.token_embedding = nn.Embedding(num_categories, width)
+        if local_kernel < 0 or (local_kernel > 0 and local_kernel % 2 == 0):
+            raise PolydiffError(f"local_kernel must be 0 or odd, got {local_kernel}")
+        self.local = nn.Conv1d(width, width, local_kernel, padding=local_kernel // 2) if local_kernel else None
         self.time_embedding = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, num_categories))
         nn.init.normal_(self.token_embedding.weight, std=0.02)
@@ -69,6 +76,9 @@ class TimeConditionedBert(nn.Module):
         if tokens.shape[1] > self.max_len:
             raise PolydiffError(f"sequence of {tokens.shape[1]} tokens exceeds the model's max_len {self.max_len}")
         width = self.token_embedding.embedding_dim
-        emb = self.token_embedding(tokens) + self.time_embedding(time_features(time, width))[:, None, :]
+        emb = self.token_embedding(tokens)
+        if self.local is not None:
+            emb = emb + self.local(emb.transpose(1, 2)).transpose(1, 2)
+        emb = emb + self.time_embedding(time_features(time, width))[:, None, :]
         out = self.bert(inputs_embeds=emb, attention_mask=attention_mask).last_hidden_state
         return self.head(out)
