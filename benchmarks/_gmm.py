@@ -87,7 +87,8 @@ def make_mixture(name: str, dim: int, k: int, spread: float, anisotropic: bool, 
     else:
         eigvals = torch.full((k, dim), 0.09, dtype=torch.float64)
         eigvecs = torch.eye(dim, dtype=torch.float64).expand(k, dim, dim).clone()
-    w = torch.distributions.Gamma(torch.full((k,), 2.0, dtype=torch.float64), 1.0).sample()
+    # Dirichlet(2) from the seeded generator: Gamma(2, 1) is the sum of two Exp(1) draws
+    w = -torch.log(torch.rand(k, 2, generator=gen, dtype=torch.float64)).sum(1)
     log_weights = (w / w.sum()).log()
     return GaussianMixture(name, means, eigvecs, eigvals, log_weights)
 

@@ -123,7 +123,7 @@ def _timed(fn, repeats: int) -> tuple[float, int]:
     return statistics.median(times), calls
 
 
-def overhead(steps: int, repeats: int, with_unet: bool) -> list[dict]:
+def overhead(steps: int, repeats: int, with_unet: bool, unet_samplers: tuple[str, ...]) -> list[dict]:
     x_init = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
     cond = torch.arange(SHAPE[0]) % 10
     rows = []
@@ -141,11 +141,12 @@ def overhead(steps: int, repeats: int, with_unet: bool) -> list[dict]:
     for name in PAIRS:
         row = {"sampler": name}
         for net, tag, reps in ((null, "null", repeats), (unet, "unet", max(1, repeats // 3))):
-            if net is None:
+            if net is None or (tag == "unet" and name not in unet_samplers):
                 continue
             times = {lib: [] for lib, _ in loops}
             for lib, loop in loops:
-                loop(name, net, steps, cond, x_init)  # warm-up
+                if tag == "null":
+                    loop(name, net, steps, cond, x_init)  # warm-up
             for _ in range(reps):  # alternate the libraries so that both see the same machine load
                 for lib, loop in loops:
                     t, calls = _timed(lambda: loop(name, net, steps, cond, x_init), 1)
@@ -162,8 +163,8 @@ def overhead(steps: int, repeats: int, with_unet: bool) -> list[dict]:
         rows.append(row)
         print(f"  {name:13s} null-net overhead/step: polydiff {row['polydiff_null_ms']:.3f} ms, diffusers "
               f"{row['diffusers_null_ms']:.3f} ms" + (f"; U-Net step {row['polydiff_unet_total_ms']:.1f} vs "
-                                                     f"{row['diffusers_unet_total_ms']:.1f} ms" if unet else ""),
-              flush=True)
+                                                     f"{row['diffusers_unet_total_ms']:.1f} ms"
+                                                     if "polydiff_unet_total_ms" in row else ""), flush=True)
     return rows
 
 
@@ -255,10 +256,10 @@ def throughput(steps: int, warmup: int, rounds: int) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ trained digits model
-def digits_checkpoint(ckpt: str, steps_list=(10, 20), n: int = 1000, guidance: float = 2.0) -> list[dict]:
+def digits_checkpoint(ckpt: str, steps_list=(10, 20), n: int = 1000, guidance: float = 2.0,
+                      variants=("diffusers default grid",)) -> list[dict]:
     import diffusers
 
-    from polydiff.core.guidance import ClassifierFreeGuidance
     from polydiff.datasets.digits import DigitsDataModule
     from polydiff.domains.image.metrics import ImageEvaluator
     from polydiff.domains.image.module import ImageDiffusion
@@ -279,7 +280,7 @@ def digits_checkpoint(ckpt: str, steps_list=(10, 20), n: int = 1000, guidance: f
         t_pd = time.perf_counter() - t0
         fd_pd = ev.report(x.float().clamp(-1, 1), classes)
         # diffusers: its own default grid for the cosine betas, and polydiff's grid injected (same sigmas)
-        for variant in ("diffusers default grid", "polydiff's grid"):
+        for variant in variants:
             sched = diffusers.DPMSolverMultistepScheduler(beta_schedule="squaredcos_cap_v2",
                                                           prediction_type="v_prediction", solver_order=2)
             sched.set_timesteps(steps)
@@ -308,7 +309,6 @@ def digits_checkpoint(ckpt: str, steps_list=(10, 20), n: int = 1000, guidance: f
                          "floor": fd_pd["fd_floor"], "ceiling": fd_pd["fd_ceiling"]})
             print(f"  {steps} steps ({variant}): polydiff FD {fd_pd['fd']:.2f} ({t_pd:.1f}s) | diffusers FD "
                   f"{fd_df['fd']:.2f} ({t_df:.1f}s)", flush=True)
-        _ = ClassifierFreeGuidance
     return rows
 
 
@@ -317,32 +317,42 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20, help="sampler steps for the overhead measurement")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--no-unet", action="store_true", help="overhead with the null network only")
+    ap.add_argument("--unet-samplers", default="dpmpp_2m,unipc", help="samplers also timed with the U-Net")
     ap.add_argument("--train-steps", type=int, default=40)
     ap.add_argument("--train-rounds", type=int, default=3)
     ap.add_argument("--skip-train", action="store_true")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--ckpt", default=None, help="trained digits checkpoint for part 3")
+    ap.add_argument("--digits-samples", type=int, default=1000)
+    ap.add_argument("--same-grid", action="store_true", help="part 3 also runs diffusers on polydiff's sigmas")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "samplers.md"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     lines = ["## Speed", "", provenance(), ""]
-    print("1. sampler overhead per step (batch 64, 1x16x16)")
-    rows = overhead(args.steps, args.repeats, not args.no_unet)
-    lines += [f"### Per-step overhead, {args.steps} steps, batch {SHAPE[0]} × 1×16×16 (time outside the network)", "",
-              "Null network: the loop's whole time per network call. U-Net: (total − calls × bare U-Net forward) per "
-              "call, with the digits recipe's U-Net (bare forward "
-              + (f"{rows[0]['net_ms']:.1f} ms" if not args.no_unet else "not measured") + "). Ratio = polydiff / "
-              "diffusers (below 1: polydiff is faster). polydiff includes its NetworkDenoiser (input scaling, "
-              "parameterisation, float64 sampler arithmetic); diffusers includes scale_model_input and step.", "",
-              "| sampler | diffusers scheduler | polydiff ms (null) | diffusers ms (null) | ratio | "
-              "polydiff ms (U-Net) | diffusers ms (U-Net) |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        cls, kw = PAIRS[r["sampler"]]
-        u = (f"{r['polydiff_unet_over_ms']:.2f} | {r['diffusers_unet_over_ms']:.2f}" if "polydiff_unet_over_ms" in r
-             else "— | —")
-        lines.append(f"| {r['sampler']} | {cls}{'(' + ', '.join(f'{k}={v}' for k, v in kw.items()) + ')' if kw else ''}"
-                     f" | {r['polydiff_null_ms']:.3f} | {r['diffusers_null_ms']:.3f} | "
-                     f"{r['polydiff_null_ms'] / r['diffusers_null_ms']:.2f} | {u} |")
-    lines.append("")
+    rows = []
+    if not args.skip_overhead:
+        print("1. sampler overhead per step (batch 64, 1x16x16)")
+        rows = overhead(args.steps, args.repeats, not args.no_unet, tuple(args.unet_samplers.split(",")))
+    if rows:
+        lines += [f"### Per-step overhead, {args.steps} steps, batch {SHAPE[0]} × 1×16×16 (time outside the network)", "",
+                  "Null network (`0.5 * x`): the loop's whole time per network call, i.e. the overhead itself. "
+                  "polydiff includes its NetworkDenoiser (input scaling, parameterisation, float64 sampler arithmetic) "
+                  "and the `sample()` driver; diffusers includes `set_timesteps`, `scale_model_input` and `step`. "
+                  "Ratio = polydiff / diffusers (below 1: polydiff is faster); the libraries alternate run by run. "
+                  "With the digits recipe's U-Net (bare forward "
+                  + (f"{rows[0]['net_ms']:.0f} ms" if not args.no_unet else "not measured") + " at batch 64 on this "
+                  "loaded machine) the whole time per network call is shown for the samplers in `--unet-samplers`: "
+                  "there the overhead is below the run-to-run noise of the network itself.", "",
+                  "| sampler | diffusers scheduler | polydiff ms (null) | diffusers ms (null) | ratio | "
+                  "polydiff ms/call (U-Net) | diffusers ms/call (U-Net) |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            cls, kw = PAIRS[r["sampler"]]
+            u = (f"{r['polydiff_unet_total_ms']:.0f} | {r['diffusers_unet_total_ms']:.0f}"
+                 if "polydiff_unet_total_ms" in r else "— | —")
+            lines.append(f"| {r['sampler']} | {cls}{'(' + ', '.join(f'{k}={v}' for k, v in kw.items()) + ')' if kw else ''}"
+                         f" | {r['polydiff_null_ms']:.3f} | {r['diffusers_null_ms']:.3f} | "
+                         f"{r['polydiff_null_ms'] / r['diffusers_null_ms']:.2f} | {u} |")
+        lines.append("")
     if not args.skip_train:
         print("2. training throughput")
         tp = throughput(args.train_steps, 5, args.train_rounds)
@@ -353,11 +363,14 @@ def main(argv=None) -> None:
                   f"| polydiff ImageDiffusion + Lightning Trainer | {tp['polydiff']:.2f} |",
                   f"| **ratio** (goal ≥ 0.9) | **{tp['ratio']:.2f}** (per round: "
                   + ", ".join(f"{v:.2f}" for v in tp["ratios"]) + ") |", ""]
+    if rows or not args.skip_train:
+        write_section(args.out, "speed", "\n".join(lines), title="# Samplers: accuracy and speed")
     if args.ckpt:
         print("3. trained digits model")
-        dr = digits_checkpoint(args.ckpt)
-        lines += ["### DPM-Solver++(2M) on the trained digits model: polydiff vs diffusers", "",
-                  f"Checkpoint `{args.ckpt}`; 1000 class-conditional samples (classes 0..9 in turn), guidance 2, "
+        dr = digits_checkpoint(args.ckpt, n=args.digits_samples, variants=("diffusers default grid",)
+                               + (("polydiff's grid",) if args.same_grid else ()))
+        lines = ["### DPM-Solver++(2M) on the trained digits model: polydiff vs diffusers", "",
+                  f"Checkpoint `{args.ckpt}`; {args.digits_samples} class-conditional samples (classes 0..9 in turn), guidance 2, "
                   "same initial noise; classifier-feature Fréchet distance to the test split (floor: train split "
                   f"{dr[0]['floor']:.2f}, ceiling: noise {dr[0]['ceiling']:.1f}) and class accuracy.", "",
                   "| steps | diffusers grid | polydiff FD | polydiff acc. | polydiff s | diffusers FD | diffusers acc. | "
@@ -365,8 +378,8 @@ def main(argv=None) -> None:
         for r in dr:
             lines.append(f"| {r['steps']} | {r['variant']} | {r['pd_fd']:.2f} | {100 * r['pd_acc']:.1f} % | "
                          f"{r['pd_s']:.1f} | {r['df_fd']:.2f} | {100 * r['df_acc']:.1f} % | {r['df_s']:.1f} |")
-        lines.append("")
-    write_section(args.out, "speed", "\n".join(lines), title="# Samplers: accuracy and speed")
+        lines += ["", provenance(), ""]
+        write_section(args.out, "speed-digits", "\n".join(lines), title="# Samplers: accuracy and speed")
     print(f"wrote {args.out}")
 
 

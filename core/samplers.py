@@ -304,7 +304,7 @@ def dpmpp_3m_sde(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
     return dpmpp_3m(model, x, logsnrs, cond, generator, callback, eta=eta)
 
 
-def _unipc_coefficients(rks: list[float], hh: float, order: int, variant: str) -> tuple[float, list[float]]:
+def _unipc_coefficients(hh: float, order: int, variant: str) -> tuple[float, list[float]]:
     """``B(h)`` and the right-hand side ``b`` of UniPC's order conditions (Zhao et al. 2023, Alg. 2 and 3; App. C).
 
     ``b_k = k! phi_{k+1}(hh) / B(h)`` where ``phi_1(hh) = (e^{hh} - 1)/hh`` and ``phi_{k+1} = (phi_k - 1/k!)/hh``;
@@ -351,7 +351,7 @@ def unipc(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, generat
     n = len(logsnrs) - 1
     lam, alpha, sigma = _half_lambdas(model, logsnrs)
     hist: list[tuple[float, Tensor]] = []  # (lambda, x0_hat), most recent last
-    prev = None  # (x at the start of the last step, its step index, its order, its b_h, its rks, its D1s, x_t_)
+    prev = None  # the last step's UniC state (see _unic_state)
     for i in range(n):
         x_eval = x
         x0 = _call(model, x, logsnrs[i], cond)
@@ -386,7 +386,7 @@ def _unic_state(hist: list[tuple[float, Tensor]], lam_s: float, x: Tensor, alpha
     h = lam_s - lam_t
     rks = [(hist[-1 - k][0] - lam_t) / h for k in range(1, p)]
     d1s = [(hist[-1 - k][1] - x0) / rk for k, rk in zip(range(1, p), rks)]
-    b_h, b = _unipc_coefficients(rks + [1.0], -h, p, variant)
+    b_h, b = _unipc_coefficients(-h, p, variant)
     x_t_ = sigma_ratio * x - (alpha_s * math.expm1(-h)) * x0
     return (p, b_h, rks, d1s, b, x0, x_t_, alpha_s)
 
