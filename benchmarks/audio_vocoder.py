@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=32, help="held-out clips (1.02 s each)")
     parser.add_argument("--out", default="docs/benchmarks/audio.md")
     parser.add_argument("--train-note", default="", help="how the checkpoint was trained (steps, wall time)")
+    parser.add_argument("--compare", action="append", default=[],
+                        help="LABEL=CKPT: another checkpoint (e.g. other prior) evaluated with the first sampler")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ROOT)
@@ -107,9 +109,18 @@ def main() -> None:
                      m["diffwave_mrstft"], m["diffwave_si_sdr"], m["diffwave_rtf"]))
         gl = (m["griffinlim_logmel_l1"], m["griffinlim_mrstft"], m["griffinlim_si_sdr"], m["griffinlim_rtf"])
         print(rows[-1], flush=True)
+    first = args.samplers.split(",")[0].split(":")
+    for item in args.compare:
+        label, path = item.split("=", 1)
+        other = torch.load(path, map_location="cpu", weights_only=True)
+        m = evaluate(path, args.recipe, first[0], int(first[1]), first[2], args.clips)["metrics"]
+        rows.append((f"{label}, {first[0]}, {first[1]} steps, {other.get('global_step')} training steps",
+                     m["diffwave_logmel_l1"], m["diffwave_mrstft"], m["diffwave_si_sdr"], m["diffwave_rtf"]))
+        print(rows[-1], flush=True)
     png = write_heldout_sample(args.ckpt, args.recipe, ROOT / "benchmarks/out/audio")
 
-    cmd_bench = f"python benchmarks/audio_vocoder.py --ckpt {args.ckpt} --clips {args.clips}"
+    cmd_bench = f"python benchmarks/audio_vocoder.py --ckpt {args.ckpt} --clips {args.clips}" + "".join(
+        f" --compare '{c}'" for c in args.compare)
     lines = [
         "## Audio vocoder (DiffWave-style) vs Griffin-Lim",
         "",

@@ -183,3 +183,15 @@ def test_mel_priors_whiten_and_invert_exactly(spectral):
     err_prior = float(log_mel_l1(model.features, low, noise))
     err_white = float(log_mel_l1(model.features, low, torch.randn(low.shape, generator=g) * low.std()))
     assert err_prior < 0.5 * err_white
+
+
+def test_start_noise_has_the_marginal_variance_of_the_first_level():
+    from polydiff.core.module import DiffusionConfig
+    from polydiff.domains.audio import VocoderModule
+
+    small = dict(residual_layers=1, residual_channels=4, dilation_cycle=1, emb_dim=8)
+    diffwave = VocoderModule(**small, diffusion=DiffusionConfig(process="vp_linear", beta_min=0.005, beta_max=2.5))
+    # DiffWave's schedule ends at alpha_bar = 0.286 (log-SNR -0.916): start std 1 = sigma * 1/sqrt(1 - 0.286)
+    assert diffwave.start_scale() == pytest.approx(1 / math.sqrt(1 - 0.2858), rel=1e-3)
+    cosine = VocoderModule(**small, diffusion=DiffusionConfig(process="vp_cosine"))
+    assert cosine.start_scale() == pytest.approx(1.0, abs=1e-3)  # ends at pure noise: nothing to add

