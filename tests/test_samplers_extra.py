@@ -174,8 +174,7 @@ def test_dpmpp_3m_matches_k_diffusion():
         g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
         ours = dpmpp_3m(M(), x, lam, eta=1.0, lower_order_final=False, generator=g1)
         theirs = K.sample_dpmpp_3m_sde(lambda x, s: denoise(x, s), x, sig, eta=1.0, disable=True,
-                                       noise_sampler=lambda a, b: torch.randn(x.shape, generator=g2,
-                                                                              dtype=torch.float64))
+                                       noise_sampler=lambda a, b: torch.randn(x.shape, generator=g2).double())
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
