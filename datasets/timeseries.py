@@ -18,7 +18,7 @@ A batch is a dict: ``values`` ``[B, K, L]`` in the data's units (0 where missing
 value exists).
 """
 
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import lightning as L
 import numpy as np
@@ -97,7 +97,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
     def __init__(
         self,
         path: Optional[str] = None,
-        embedded: str = "elnino",
+        embedded: Literal["elnino"] = "elnino",
         time_column: str = "time",
         window: int = 8,
         val_fraction: float = 0.1,

@@ -83,6 +83,7 @@ def test_own_csv_with_gaps_and_parquet(tmp_path):
     ("bad_suffix", "unknown file type '.xlsx'"),
     ("infinite", "infinite value"),
     ("too_few_blocks", "too few"),
+    ("unsorted", "not in time order"),
 ])
 def test_bad_inputs_give_clear_errors(tmp_path, case, message):
     df = _frame()
@@ -95,6 +96,8 @@ def test_bad_inputs_give_clear_errors(tmp_path, case, message):
         df = df.rename(columns={"time": "date"})
     if case == "empty_feature":
         df["f2"] = np.nan
+    if case == "unsorted":
+        df.loc[[4, 5], "time"] = df.loc[[5, 4], "time"].to_numpy()
     if case == "infinite":
         df.loc[2, "f0"] = np.inf
     if case != "missing_file":

@@ -16,8 +16,12 @@ def time_axis(times: Sequence[Any] | None, n: int) -> np.ndarray | Sequence[Any]
     num = pd.to_numeric(col, errors="coerce")
     if num.notna().all():
         return num.to_numpy(dtype=float)
+    import warnings
+
     try:
-        dates = pd.to_datetime(col, errors="coerce")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "could not infer format": irrelevant for an axis
+            dates = pd.to_datetime(col, errors="coerce")
     except (ValueError, TypeError):
         return np.arange(n)
     return dates.to_numpy() if dates.notna().all() else np.arange(n)

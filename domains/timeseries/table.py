@@ -101,6 +101,7 @@ def table_from_frame(frame: pd.DataFrame, time_column: str, source: str, feature
                             "name the time column with --data.time_column NAME, or add one")
     if len(frame) == 0:
         raise PolydiffError(f"{path} has a header but no rows; add one row per time step")
+    _check_time_order(frame[time_column], path, time_column)
     names = [c for c in frame.columns if c != time_column]
     if features is not None:
         missing = [c for c in features if c not in names]
@@ -135,6 +136,29 @@ def table_from_frame(frame: pd.DataFrame, time_column: str, source: str, feature
             raise PolydiffError(f"{path}: feature column(s) {empty[:5]} are entirely missing; drop them or give "
                                 "them some values")
     return WideTable(source, time_column, names, values, frame, None)
+
+
+def _check_time_order(times: pd.Series, path: str, time_column: str) -> None:
+    """Rows must be in time order: checked when the time column is numeric or holds dates (other labels are trusted)."""
+    parsed = pd.to_numeric(times, errors="coerce")
+    if parsed.isna().any():
+        try:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = pd.to_datetime(times, errors="coerce")
+        except (ValueError, TypeError):
+            return
+    if parsed.isna().any():
+        return
+    steps = np.diff(parsed.to_numpy())
+    bad = np.nonzero(~(steps > steps.dtype.type(0)))[0] if len(steps) else []
+    if len(bad):
+        i = int(bad[0])
+        raise PolydiffError(f"{path}: the rows are not in time order ({time_column} {times.iloc[i]!r} is followed by "
+                            f"{times.iloc[i + 1]!r}, data rows {i + 1}-{i + 2}); sort the table by {time_column!r} and "
+                            "merge repeated time stamps")
 
 
 def _format(x: float) -> str:
