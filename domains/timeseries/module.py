@@ -180,6 +180,12 @@ class TimeSeriesImputation(DiffusionModule):
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_start(self) -> None:
         self._scores = defaultdict(ImputationScore)
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "table_meta"):
+            ours, theirs = self._require_meta()["columns"], dm.table_meta()["columns"]
+            if list(ours) != list(theirs):
+                raise PolydiffError(f"the test data's feature columns {list(theirs)[:6]} differ from the model's "
+                                    f"{list(ours)[:6]}; test on a table with the training columns in the same order")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         values, observed = batch["values"], batch["observed"]
