@@ -141,7 +141,9 @@ def main() -> None:
         f"Checkpoint: `{args.ckpt}` (the lowest validation loss, at {state.get('global_step', '?')} optimiser steps, "
         f"of `{args.fit_command}`). Test data: the 2 held-out blocks of "
         f"8 years x 12 months; {args.eval_repeats} hidden-value masks per block and setting, {args.eval_samples} samples "
-        f"per window ({smp['name']}, {smp['steps']} steps, eta {smp['eta']}); `polydiff test` took {seconds / 60:.1f} min.",
+        f"per window ({smp['name']}, {smp['steps']} steps"
+        f"{', eta ' + str(smp['eta']) if smp['name'] in ('ddim', 'dpmpp_2m_sde') else ''}); "
+        f"`polydiff test` took {seconds / 60:.1f} min.",
         "MAE and RMSE are in °C (median of the samples for the model); CRPS is CSDI's quantile-loss form normalised by "
         "sum |y|; coverage is the share of hidden values inside the sampled 5-95 % interval. Controls see the same "
         "window and the same masks; they are deterministic, so their CRPS is their normalised MAE.",
