@@ -135,6 +135,10 @@ def main() -> None:
     for label, l1, mr, sdr, rtf in rows:
         lines.append(f"| {label} | {l1:.3f} | {mr:.3f} | {sdr:.2f} | {rtf:.3f} |")
     lines.append(f"| Griffin-Lim, 32 iterations, same mel | {gl[0]:.3f} | {gl[1]:.3f} | {gl[2]:.2f} | {gl[3]:.3f} |")
+    best = min(rows[:len(args.samplers.split(","))], key=lambda r: r[1])
+    beats = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if best[i] < gl[i - 1]]
+    lines += ["", f"Verdict: the best 6-step sampler ({best[0]}) beats Griffin-Lim on "
+              + (", ".join(beats) if beats else "neither log-mel L1 nor MR-STFT") + "."]
     curve = validation_curve(Path(args.ckpt))
     if curve:
         lines += ["", "Learning curve (validation log-mel L1 of the default sampler on 4 validation clips, EMA weights):",
