@@ -158,10 +158,18 @@ class VocoderModule(DiffusionModule):
                                 f"{tuple(mel_norm.shape)}")
         samples = samples or (mel_norm.shape[-1] - 1) * self.features.hop_length
         mel_norm = mel_norm.to(self.device)
-        shape = (mel_norm.shape[0], 1, samples)
+        pad = 0
+        if self.mel_prior and self.spectral_prior:
+            # two silent frames at the end: the circular MDCT's wrap-around frame then joins silence to the start
+            # instead of putting the start's spectrum into the end of the signal; trimmed below
+            pad = 2
+            silence = self.features.normalise(torch.full_like(mel_norm[..., :pad], self.features.log_floor).log())
+            mel_norm = torch.cat([mel_norm[..., :samples // self.features.hop_length + 1], silence], -1)
+        full = samples + pad * self.features.hop_length
+        shape = (mel_norm.shape[0], 1, full)
         x_init = torch.randn(shape, generator=torch.Generator().manual_seed(seed)) * self.start_scale(sampler)
         x = self.generate(shape, cond=mel_norm, sampler=sampler, seed=seed, x_init=x_init)
-        return self.colour(x, mel_norm)
+        return self.colour(x, mel_norm)[..., :samples]
 
     def start_scale(self, sampler: Optional[SamplerConfig] = None) -> float:
         """Factor on the start noise so that it has the marginal variance ``alpha^2 sigma_data^2 + sigma^2`` of the
