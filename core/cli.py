@@ -23,8 +23,29 @@ class PolydiffCLI(LightningCLI):
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "sample": {"model", "datamodule"}}
 
+    def _parse_ckpt_path(self) -> None:
+        """Checkpoint hyper-parameters replace the recipe's model settings (so the network matches the weights), but
+        ``--model.*`` given on the command line still apply on top (e.g. ``--model.sampler.steps`` at test time)."""
+        super()._parse_ckpt_path()
+        sub = self.config.get("subcommand")
+        overrides = model_overrides(self._raw_args)
+        if sub and overrides and self.config[sub].get("ckpt_path"):
+            self.config = self.parser.parse_args([sub, *overrides], namespace=self.config)
+
+
+def model_overrides(args: list[str]) -> list[str]:
+    """The ``--model.*`` options of a command line, with their values."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--model."):
+            out.append(arg)
+            if "=" not in arg and i + 1 < len(args):
+                out.append(args[i + 1])
+    return out
+
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
+    PolydiffCLI._raw_args = list(sys.argv[1:] if args is None else args)
     return PolydiffCLI(
         L.LightningModule,
         L.LightningDataModule,

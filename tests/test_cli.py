@@ -70,7 +70,10 @@ def test_test_subcommand_writes_metrics_json(trained, capsys):
           "--model.eval_num_samples", "40", "--model.sampler.steps", "2", "--trainer.limit_test_batches", "2"])
     out = capsys.readouterr().out
     path = Path(out.split("metrics written to ")[1].split()[0])
-    metrics = json.loads(path.read_text())["metrics"]
+    payload = json.loads(path.read_text())
+    metrics = payload["metrics"]
+    # --model.* given with --ckpt_path still apply on top of the checkpoint's hyper-parameters
+    assert payload["num_samples"] == 40 and payload["sampler"]["steps"] == 2
     assert {"fd", "fd_floor", "fd_ceiling", "class_accuracy"} <= metrics.keys()
     # an untrained model is far from the data: its FD lies above the train-vs-held-out floor
     assert metrics["fd_floor"] < metrics["fd"]
