@@ -24,7 +24,8 @@ class PolydiffTrainer(L.Trainer):
         if kwargs.get("enable_checkpointing", True) and not kwargs.get("fast_dev_run") and not any(
             isinstance(c, ModelCheckpoint) for c in callbacks
         ):
-            callbacks.append(ModelCheckpoint(save_last=True))
+            # written at every training-epoch end, whether or not validation ran in that epoch
+            callbacks.append(ModelCheckpoint(save_last=True, save_on_train_epoch_end=True))
         kwargs["callbacks"] = callbacks
         if kwargs.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=kwargs.get("default_root_dir") or ".", name="lightning_logs")
