@@ -32,9 +32,31 @@ def parse() -> argparse.Namespace:
                    help="comma-separated sampler:steps pairs")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "image.md"))
     p.add_argument("--grids", default=str(ROOT / "runs" / "bench" / "image_digits"), help="folder for sample grids")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per job")
+    p.add_argument("--jobs", type=int, default=1, help="sampler configurations evaluated in parallel processes")
     p.add_argument("--notes", default="", help="extra markdown placed under the heading (e.g. training times)")
     return p.parse_args()
+
+
+def run_config(job: tuple) -> dict:
+    """Sample and score one (checkpoint, sampler, steps) configuration; runs in a worker process with --jobs > 1."""
+    path, label, name, steps, guidance, num_samples, threads, grids = job
+    torch.set_num_threads(threads)
+    from polydiff.domains.image import ImageDiffusion
+    from polydiff.domains.image.io import save_grid
+
+    model = ImageDiffusion.load_from_checkpoint(path, map_location="cpu")
+    model.eval()
+    g = model.sampler_config.guidance if guidance is None else guidance
+    classes = torch.arange(num_samples) % 10
+    t0 = time.time()
+    imgs = model.sample_images(num_samples, classes, sampler=name, steps=steps, guidance=g, seed=0)
+    secs = time.time() - t0
+    k = min(10, num_samples // 10)
+    order = torch.arange(10 * k).reshape(k, 10).T.reshape(-1)  # one row per class
+    save_grid(imgs[order], Path(grids) / f"{label.replace(' ', '_')}_{name}_{steps}.png", nrow=10)
+    # numpy, not tensors: torch shares tensors between processes through file descriptors, which can stall a Pool
+    return {"images": imgs.numpy(), "classes": classes.numpy(), "seconds": secs, "guidance": g}
 
 
 def main() -> None:
@@ -42,8 +64,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from polydiff.core.samplers import network_evaluations
     from polydiff.datasets.digits import DigitsDataModule
-    from polydiff.domains.image import ImageDiffusion
-    from polydiff.domains.image.io import save_grid
     from polydiff.domains.image.metrics import ImageEvaluator
 
     command = "python benchmarks/image_digits.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -56,30 +76,37 @@ def main() -> None:
     grids = Path(args.grids)
     grids.mkdir(parents=True, exist_ok=True)
 
+    jobs = []
+    for item in args.ckpt:
+        label, _, path = item.partition("=")
+        jobs += [(path, label, name, steps, args.guidance, args.num_samples, args.threads, str(grids))
+                 for name, steps in configs]
+    if args.jobs > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.jobs) as pool:
+            results = pool.map(run_config, jobs, chunksize=1)
+    else:
+        results = [run_config(j) for j in jobs]
+
     sections = []
     for item in args.ckpt:
         label, _, path = item.partition("=")
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        model = ImageDiffusion.load_from_checkpoint(path, map_location="cpu")
-        model.eval()
-        g = model.sampler_config.guidance if args.guidance is None else args.guidance
         rows = []
-        classes = torch.arange(args.num_samples) % 10
-        for name, steps in configs:
-            t0 = time.time()
-            imgs = model.sample_images(args.num_samples, classes, sampler=name, steps=steps, guidance=g, seed=0)
-            secs = time.time() - t0
-            r = ev.report(imgs * 2 - 1, classes)
+        for job, res in zip(jobs, results):
+            if job[0] != path or job[1] != label:
+                continue
+            name, steps, g = job[2], job[3], res["guidance"]
+            r = ev.report(torch.from_numpy(res["images"]) * 2 - 1, torch.from_numpy(res["classes"]))
             ok = r["class_accuracy"] >= 0.9 and r["fd_relative"] <= 0.2
-            order = torch.arange(100).reshape(10, 10).T.reshape(-1)  # one row per class
-            save_grid(imgs[:100][order], grids / f"{label.replace(' ', '_')}_{name}_{steps}.png", nrow=10)
             nfe = network_evaluations(name, steps) * (2 if g != 1 else 1)
             rows.append(f"| {name} | {steps} | {nfe} | {100 * r['class_accuracy']:.1f} % | {r['fd']:.1f} | "
                         f"{r['fd_floor']:.1f} | {r['fd_ceiling']:.1f} | {r['fd_relative']:.3f} | "
-                        f"{'yes' if ok else 'no'} | {secs:.0f} |")
+                        f"{'yes' if ok else 'no'} | {res['seconds']:.0f} |")
             print(f"{label}: {name:9s} {steps:3d} steps  acc {100 * r['class_accuracy']:5.1f} %  FD {r['fd']:7.1f}  "
                   f"floor {r['fd_floor']:.1f}  ceiling {r['fd_ceiling']:.1f}  rel {r['fd_relative']:.3f}  "
-                  f"{secs:.0f} s", flush=True)
+                  f"{res['seconds']:.0f} s", flush=True)
         sections.append(
             f"### {label}\n\nCheckpoint `{path}` (epoch {ckpt.get('epoch')}, step {ckpt.get('global_step')}), "
             f"guidance {g}, {args.num_samples} samples (classes 0-9 in turn, seed 0).\n\n"
@@ -89,7 +116,7 @@ def main() -> None:
     cpu = platform.processor() or platform.machine()
     text = (
         "## Images: digits\n\n"
-        f"Measured {datetime.date.today().isoformat()} on {cpu}, {torch.get_num_threads()} CPU threads "
+        f"Measured {datetime.date.today().isoformat()} on {cpu}, {args.jobs} job(s) of {args.threads} CPU thread(s) "
         "(a machine shared with other jobs: seconds are indicative), torch "
         f"{torch.__version__}.\n\n"
         f"Command: `{command}`\n\n"

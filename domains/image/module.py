@@ -122,6 +122,10 @@ class ImageDiffusion(DiffusionModule):
             return cond
         return torch.where(drop.to(cond.device), torch.full_like(cond, self.num_classes), cond)
 
+    def decode(self, x: Tensor) -> Tensor:
+        """Generated tensors in [-1, 1] to images in [0, 1] (``polydiff predict`` returns these)."""
+        return (x.clamp(-1, 1) + 1) / 2
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
@@ -193,7 +197,7 @@ class ImageDiffusion(DiffusionModule):
             c = None if cond is None else cond[start:start + bs].to(self.device)
             m = min(bs, n - start)
             x = self.generate((m, self.channels, self.image_size, self.image_size), c, cfg, seed + k, progress)
-            out.append(((x.clamp(-1, 1) + 1) / 2).cpu())
+            out.append(self.decode(x).cpu())
         return torch.cat(out)
 
     @torch.no_grad()

@@ -133,6 +133,7 @@ class UNet(nn.Module):
         if image_size % (2 ** (levels - 1)):
             raise ValueError(f"image_size {image_size} is not divisible by 2^{levels - 1} (channel_mult={channel_mult})")
         self.image_size = image_size
+        self.levels = levels
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.model_channels = model_channels
@@ -186,10 +187,10 @@ class UNet(nn.Module):
         return emb
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
-        if x.shape[1:] != (self.in_channels, self.image_size, self.image_size) and (
-            x.shape[1] != self.in_channels or x.shape[-1] % (2 ** (len(self.down) and 1)) != 0
-        ):
-            raise ValueError(f"UNet expects [B, {self.in_channels}, H, W] input, got {tuple(x.shape)}")
+        f = 2 ** (self.levels - 1)
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f"UNet expects [B, {self.in_channels}, H, W] input with H and W divisible by {f}, "
+                             f"got {tuple(x.shape)}")
         emb = self.embed(c_noise, cond, x.shape[0])
         h = self.input_conv(x)
         skips = [h]
