@@ -37,7 +37,10 @@ test: $(STAMP)
 ## make bench: sampler accuracy and speed benchmarks, written to docs/benchmarks.md
 bench: $(STAMP)
 	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip install --quiet --no-deps 'k-diffusion>=0.1.1'
 	$(BIN)/python benchmarks/samplers.py
+	$(BIN)/python benchmarks/speed.py
+	$(BIN)/python benchmarks/collect.py
 
 clean:
 	rm -rf runs demo_out build dist *.egg-info
