@@ -6,6 +6,7 @@ concatenates them in a fixed order under one heading, so docs/benchmarks.md is n
     python benchmarks/collect.py
 """
 
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +23,8 @@ def main() -> Path:
         "\n".join(f"- [{n}](#{n})" for n in names) + "\n",
     ]
     for n in names:
-        text = sections[n].read_text().strip()
+        # relative links in a section point into docs/benchmarks/; from docs/benchmarks.md they need that prefix
+        text = re.sub(r"\]\((?!https?://|/|#|benchmarks/)([^)]+)\)", r"](benchmarks/\1)", sections[n].read_text().strip())
         parts.append(f'<a id="{n}"></a>\n\n{text}\n')
     out = ROOT / "docs" / "benchmarks.md"
     out.write_text("\n".join(parts))
