@@ -108,6 +108,26 @@ def test_fine_tuning_starts_from_checkpoint_weights(trained, tmp_path):
     assert same and all(torch.equal(model.state_dict()[k], src[k]) for k in same)
 
 
+def test_readme_fine_tuning_command_on_a_class_folder(trained, tmp_path):
+    """The README's fine-tuning command: digits recipe, a folder of 2 classes, weights from the digits checkpoint."""
+    import numpy as np
+    from PIL import Image
+
+    _, ckpt = trained
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8), "L").save(tmp_path / "imgs" / cls / f"{i}.png")
+    main(["fit", "--config", DIGITS, *TINY, "--data", "polydiff.datasets.image_folder.ImageFolderDataModule",
+          "--data.root", str(tmp_path / "imgs"), "--data.class_folders", "true", "--data.image_size", "16",
+          "--data.channels", "1", "--data.val_fraction", "0.2", "--data.test_fraction", "0.2", "--model.num_classes", "2",
+          "--model.training.init_from", str(ckpt), "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0",
+          "--trainer.default_root_dir", str(tmp_path / "run")])
+    tuned = torch.load(next((tmp_path / "run").glob("lightning_logs/*/checkpoints/last.ckpt")), weights_only=True)
+    assert tuned["hyper_parameters"]["num_classes"] == 2
+
+
 def test_print_config_and_help(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["fit", "--config", DIGITS, "--print_config"])
