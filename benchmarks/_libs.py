@@ -5,7 +5,7 @@ grid ending in 0), the same start noise ``z``, and the same denoiser. diffusers'
 UniPCMultistep) carry ``x_vp = x~ / sqrt(1 + sigma~^2)``; its Euler and Heun schedulers carry ``x~`` and ask the model for
 ``x_vp``. Every model receives an eps prediction computed exactly from the x0 prediction. NFE are counted by the denoiser.
 
-diffusers and k-diffusion are optional (``pip install 'polydiff[bench]'``); nothing here is imported by polydiff itself.
+diffusers and k-diffusion are optional (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without its dependencies); nothing here is imported by polydiff itself.
 """
 
 import importlib.util
@@ -39,7 +39,7 @@ def load_k_sampling():
         return sys.modules["k_diffusion_sampling"]
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("k-diffusion is not installed: pip install 'polydiff[bench]'")
+        raise ImportError("k-diffusion is not installed: pip install --no-deps k-diffusion (as make bench does)")
     root = Path(list(spec.submodule_search_locations)[0])
     pkg = types.ModuleType("_kdiff_pkg")
     pkg.__path__ = [str(root)]

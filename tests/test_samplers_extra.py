@@ -1,6 +1,6 @@
 """The higher-order samplers (DPM-Solver++ 3M, UniPC and its variants): convergence orders on a Gaussian target whose
 probability-flow ODE has a closed-form solution, identities between them, and agreement with k-diffusion and diffusers
-when those optional packages are installed (``pip install 'polydiff[bench]'``)."""
+when those optional packages are installed (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without its dependencies)."""
 
 import math
 
@@ -142,7 +142,7 @@ def test_dpmpp_3m_matches_k_diffusion():
 
     # k-diffusion's package __init__ imports many optional libraries: load sampling.py on its own
     if importlib.util.find_spec("k_diffusion") is None:
-        pytest.skip("k-diffusion not installed (pip install 'polydiff[bench]')")
+        pytest.skip("k-diffusion not installed (make bench installs it: pip install --no-deps k-diffusion)")
     pytest.importorskip("torchsde")
     pytest.importorskip("torchdiffeq")
     root = Path(list(importlib.util.find_spec("k_diffusion").submodule_search_locations)[0])
