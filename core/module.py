@@ -250,7 +250,7 @@ class DiffusionModule(L.LightningModule):
         self.eval()
         try:
             x = sample(self.denoiser, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
-                       progress=progress, x_init=x_init)
+                       progress=progress, x_init=x_init, sigma_data=self.diffusion_config.sigma_data)
         finally:
             self.train(was_training)
         return x.float()

@@ -88,9 +88,13 @@ class NoiseProcess(ABC):
         std = s_s * (1 - r).clamp_min(0).sqrt()
         return mean, std
 
-    def prior_std(self, logsnr: Tensor | float) -> Tensor:
-        """Standard deviation of the (pure-noise) prior at the start of a sampling grid."""
-        return self.alpha_sigma(torch.as_tensor(logsnr, dtype=torch.float64))[1]
+    def prior_std(self, logsnr: Tensor | float, sigma_data: float = 0.0) -> Tensor:
+        """Standard deviation of the start of a sampling grid: the marginal ``sqrt(alpha^2 sd^2 + sigma^2)`` of x_t for
+        zero-mean data of standard deviation ``sigma_data`` (just ``sigma`` when the grid starts at pure noise or
+        ``sigma_data`` is 0). Schedules that end short of pure noise (DiffWave's alpha_bar_T = 0.29) need the signal
+        share, or samples come out too quiet."""
+        alpha, sigma = self.alpha_sigma(torch.as_tensor(logsnr, dtype=torch.float64))
+        return torch.sqrt(alpha**2 * sigma_data**2 + sigma**2)
 
     def logsnr_range(self, t_min: float = 0.0, t_max: float = 1.0) -> tuple[float, float]:
         """Finite ``(lambda_min, lambda_max)`` for a sampling grid between ``t_max`` and ``t_min``."""

@@ -191,7 +191,16 @@ def test_start_noise_has_the_marginal_variance_of_the_first_level():
 
     small = dict(residual_layers=1, residual_channels=4, dilation_cycle=1, emb_dim=8)
     diffwave = VocoderModule(**small, diffusion=DiffusionConfig(process="vp_linear", beta_min=0.005, beta_max=2.5))
-    # DiffWave's schedule ends at alpha_bar = 0.286 (log-SNR -0.916): start std 1 = sigma * 1/sqrt(1 - 0.286)
-    assert diffwave.start_scale() == pytest.approx(1 / math.sqrt(1 - 0.2858), rel=1e-3)
+    from polydiff.core.grids import make_grid
+
+    def start_std(model):
+        cfg = model.sampler_config
+        lam = make_grid(model.process, cfg.steps, cfg.grid, cfg.final_step, cfg.sigma_min, cfg.sigma_max, cfg.rho)[0]
+        return float(model.process.prior_std(lam, model.diffusion_config.sigma_data)), float(model.process.prior_std(lam))
+
+    # DiffWave's schedule ends at alpha_bar = 0.286 (log-SNR -0.916): sigma = sqrt(1 - 0.286), the marginal std is 1
+    marginal, sigma = start_std(diffwave)
+    assert marginal == pytest.approx(1.0, rel=1e-6) and sigma == pytest.approx(math.sqrt(1 - 0.2858), rel=1e-3)
     cosine = VocoderModule(**small, diffusion=DiffusionConfig(process="vp_cosine"))
-    assert cosine.start_scale() == pytest.approx(1.0, abs=1e-3)  # ends at pure noise: nothing to add
+    marginal, sigma = start_std(cosine)
+    assert marginal == pytest.approx(sigma, abs=1e-3)  # ends at pure noise: nothing to add

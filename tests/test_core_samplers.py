@@ -68,7 +68,7 @@ def _psd_sqrt(m):
     return v @ torch.diag(w.clamp_min(0).sqrt()) @ v.T
 
 
-def expected_moments(process, logsnr_start):
+def expected_moments(process, logsnr_start, sigma_data=0.0):
     """Moments of the exact probability-flow map applied to the sampler's prior N(0, sigma_T^2 I).
 
     For Gaussian data the PF-ODE is affine: x0 = mu + Sigma^1/2 C_T^-1 (x_T - alpha_T mu) with
@@ -77,7 +77,8 @@ def expected_moments(process, logsnr_start):
     """
     a, s = (float(v) for v in process.alpha_sigma(torch.as_tensor(logsnr_start, dtype=torch.float64)))
     m = _psd_sqrt(COV) @ torch.linalg.inv(_psd_sqrt(a * a * COV + s * s * torch.eye(3, dtype=torch.float64)))
-    return MU - a * (m @ MU), s * s * (m @ m.T)
+    start_var = a * a * sigma_data**2 + s * s  # the sampler's prior N(0, start_var I)
+    return MU - a * (m @ MU), start_var * (m @ m.T)
 
 
 def _moments_close(x, mean_tol=0.03, cov_tol=0.04, mu=MU, cov=COV):
@@ -109,6 +110,20 @@ def test_any_process_and_parameterisation_through_the_network_chain(process, kin
     x = sample(model, (20_000, 3), cfg, generator=torch.Generator().manual_seed(1))
     mu, cov = expected_moments(proc, make_grid(proc, 60, "uniform_logsnr", sigma_max=None)[0])
     _moments_close(x, mu=mu, cov=cov)
+
+
+@pytest.mark.parametrize("sigma_data", [0.0, 1.3])
+def test_start_noise_is_the_marginal_of_a_grid_that_ends_short_of_pure_noise(sigma_data):
+    """A grid starting at sigma~ = 2 (alpha^2 = 0.2 on VP-cosine): with ``sigma_data`` the start noise has the marginal
+    variance alpha^2 sd^2 + sigma^2, and the exact ODE maps it to the closed-form moments."""
+    proc = process_by_name("vp_cosine")
+    cfg = SamplerConfig(name="dpmpp_2m", steps=60, grid="uniform_logsnr", sigma_max=2.0)
+    x = sample(GaussianDenoiser(proc), (20_000, 3), cfg, generator=torch.Generator().manual_seed(4), sigma_data=sigma_data)
+    mu, cov = expected_moments(proc, make_grid(proc, 60, "uniform_logsnr", sigma_max=2.0)[0], sigma_data)
+    _moments_close(x, mu=mu, cov=cov)
+    if sigma_data:  # and the two priors give measurably different samples (relative covariance 0.26 apart)
+        _, cov0 = expected_moments(proc, make_grid(proc, 60, "uniform_logsnr", sigma_max=2.0)[0], 0.0)
+        assert float(torch.linalg.norm(cov - cov0) / torch.linalg.norm(cov)) > 0.1
 
 
 @pytest.mark.parametrize("name", ["ddim", "heun", "dpmpp_2m", "euler"])
