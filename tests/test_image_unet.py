@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from polydiff.domains.image.unet import UNet, noise_level_features
+from polydiff.core.embeddings import noise_level_features
+from polydiff.domains.image.unet import UNet
 
 
 def _perturb(net: torch.nn.Module, seed: int = 0) -> None:

@@ -21,16 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polydiff.core.embeddings import noise_level_features
+
 from polydiff.core.utils import PolydiffError
-
-
-def noise_level_features(c_noise: Tensor, dim: int, max_freq: float = 100.0) -> Tensor:
-    """Sinusoidal features ``[cos(f_k c), sin(f_k c)]`` of ``c_noise = -lambda/8`` with geometric frequencies in
-    [1, max_freq] (DiffWave's step embedding, eq. in App. C, on a continuous noise level as in WaveGrad)."""
-    half = dim // 2
-    freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, device=c_noise.device))
-    args = c_noise.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
 def fold(x: Tensor, squeeze: int) -> Tensor:

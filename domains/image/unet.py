@@ -9,12 +9,13 @@ Class conditioning uses an embedding table with one extra row: index ``num_class
 classifier-free guidance (Ho & Salimans 2022) trains by condition dropout and uses for the unconditional prediction.
 """
 
-import math
 from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from polydiff.core.embeddings import noise_level_features
 
 
 def zero_init(module: nn.Module) -> nn.Module:
@@ -28,18 +29,6 @@ def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with 32 groups when the width allows it, else the largest divisor of ``channels`` up to 32."""
     groups = max(g for g in range(1, 33) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
-
-
-def noise_level_features(c_noise: Tensor, dim: int, max_freq: float = 100.0) -> Tensor:
-    """Sinusoidal features ``[cos(f_k c), sin(f_k c)]`` of the noise level with frequencies geometric in [1, max_freq].
-
-    The transformer position encoding (Vaswani et al. 2017) as used for diffusion time steps by DDPM/ADM, with frequencies
-    chosen for ``c_noise = -lambda/8``, which spans about [-2.5, 2.5] (ADM's timesteps span [0, 1000]).
-    """
-    half = dim // 2
-    freqs = torch.exp(torch.linspace(0.0, math.log(max_freq), half, device=c_noise.device, dtype=torch.float32))
-    args = c_noise.float()[:, None] * freqs[None]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
 class ResBlock(nn.Module):
