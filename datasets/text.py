@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.splits import SplitLoaders
 from polydiff.domains.text.tokenizer import normalize_text8
 
 
@@ -52,7 +53,7 @@ def read_text_files(path: str) -> str:
     return "\n".join(parts)
 
 
-class TextDataModule(L.LightningDataModule):
+class TextDataModule(SplitLoaders, L.LightningDataModule):
     """Fixed-length character chunks of a text corpus.
 
     Args:
@@ -123,15 +124,3 @@ class TextDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(self.split_texts(split), batch_size=self.batch_size, shuffle=shuffle,
                           num_workers=self.num_workers, collate_fn=list, drop_last=False)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)

@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.splits import SplitLoaders
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Tensor]:
@@ -47,7 +48,7 @@ class RandomShiftCrop(Dataset):
         return img, self.labels[i]
 
 
-class ImageTensorDataModule(L.LightningDataModule):
+class ImageTensorDataModule(SplitLoaders, L.LightningDataModule):
     """Base of the image DataModules: subclasses implement :meth:`load` (all images and labels, once)."""
 
     #: number of classes (0: unlabelled); set by :meth:`setup`
@@ -106,15 +107,3 @@ class ImageTensorDataModule(L.LightningDataModule):
 
     def describe(self) -> str:
         return type(self).__name__
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
