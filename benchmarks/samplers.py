@@ -35,7 +35,7 @@ from _gmm import GaussianMixture, MixtureDenoiser, targets  # noqa: E402
 
 from polydiff.core.grids import make_grid  # noqa: E402
 from polydiff.core.processes import VarianceExploding  # noqa: E402
-from polydiff.core.samplers import SAMPLER_VARIANTS, SAMPLERS  # noqa: E402
+from polydiff.core.samplers import SAMPLERS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NFES = (4, 6, 8, 10, 15, 20, 50)
@@ -97,7 +97,7 @@ def sliced_w2(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> flo
 def run_polydiff(label: str, gmm: GaussianMixture, lam: torch.Tensor, z: torch.Tensor, gen: torch.Generator):
     key, opts, _ = POLYDIFF[label]
     model = MixtureDenoiser(gmm, VarianceExploding())
-    fn = SAMPLERS.get(key) or SAMPLER_VARIANTS[key]
+    fn = SAMPLERS[key]
     x = fn(model, z * SIGMA_MAX, lam, generator=gen, **opts)
     return x, model.calls
 

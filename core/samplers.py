@@ -430,11 +430,6 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_3m": dpmpp_3m,
     "dpmpp_3m_sde": dpmpp_3m_sde,
     "unipc": unipc,
-}
-
-#: Further fixed-option samplers measured in benchmarks/samplers.py (pure functions like the above; not yet in
-#: ``SAMPLERS`` because every registered name must also pass the common harness in tests/test_core_samplers.py).
-SAMPLER_VARIANTS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_3m_unic": dpmpp_3m_unic,
     "unipc_1": unipc_1,
     "unipc_3": unipc_3,
@@ -447,5 +442,4 @@ def network_evaluations(name: str, steps: int, final_step: str = "zero") -> int:
     return nfe + (1 if final_step == "denoise" else 0)
 
 
-__all__ = ["SAMPLERS", "SAMPLER_VARIANTS", "network_evaluations", "append_dims"] + list(SAMPLERS) + list(
-    SAMPLER_VARIANTS)
+__all__ = ["SAMPLERS", "network_evaluations", "append_dims"] + list(SAMPLERS)

@@ -60,7 +60,8 @@ class ExactNetwork(nn.Module):
 
 # steps at which each sampler is within tolerance on a uniform log-SNR grid starting at the exact prior
 STEPS = {"ddpm": 800, "ddim": 300, "euler": 300, "flow_euler": 300, "heun": 80, "dpmpp_2m": 50, "dpmpp_2m_sde": 200,
-         "dpmpp_3m": 50, "dpmpp_3m_sde": 200, "unipc": 50}
+         "dpmpp_3m": 50, "dpmpp_3m_sde": 200, "unipc": 50,
+         "dpmpp_3m_unic": 50, "unipc_1": 50, "unipc_3": 50}
 
 
 def _psd_sqrt(m):

@@ -9,7 +9,7 @@ import torch
 
 from polydiff.core.grids import make_grid
 from polydiff.core.processes import RectifiedFlow, VarianceExploding, VPCosine
-from polydiff.core.samplers import SAMPLER_VARIANTS, SAMPLERS, _final_denoise, dpmpp_2m, dpmpp_3m, unipc
+from polydiff.core.samplers import SAMPLERS, _final_denoise, dpmpp_2m, dpmpp_3m, unipc
 from polydiff.core.sampling import SamplerConfig, sample
 from polydiff.core.utils import append_dims
 
@@ -17,7 +17,7 @@ torch.set_num_threads(1)
 
 MU = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
 V = torch.tensor([0.01, 0.1, 1.0, 4.0], dtype=torch.float64)  # per-axis variances: a stiff and a wide direction
-ALL = {**SAMPLERS, **SAMPLER_VARIANTS}
+ALL = SAMPLERS
 
 
 class Gauss:
