@@ -182,8 +182,8 @@ def test_missing_data_folder_is_one_line(capsys, tmp_path):
 
 @pytest.mark.slow
 def test_two_process_ddp_run(tmp_path):
-    """DDP on CPU (gloo) with 2 processes launched by the console script (Lightning re-executes the command per rank;
-    ddp_spawn cannot pickle the EMA callback's local averaging function): both ranks train, one checkpoint is written."""
+    """DDP on CPU (gloo) with 2 processes launched by the console script (Lightning re-executes the command per rank):
+    both ranks train, one checkpoint is written."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [str(Path(sys.executable).with_name("polydiff")), "fit", "--config", DIGITS, *TINY,
            "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
