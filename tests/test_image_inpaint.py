@@ -87,3 +87,29 @@ def test_image_model_inpainting_keeps_the_known_region_exactly():
         assert torch.allclose(out[known], images[known], atol=1e-6)
         assert (out[~known] - images[~known]).abs().max() > 1e-3
     assert int(mask.sum()) == 32 and int(region_mask("centre", 8).sum()) == 64 - 16
+
+
+def test_start_noise_is_the_marginal_of_the_first_level_for_data_of_std_sigma_data():
+    """A schedule that ends short of pure noise (DiffWave's, alpha^2 = 0.29 at the end) starts RePaint from
+    N(0, alpha^2 sd^2 + sigma^2), the marginal of x_t, as the samplers do; sd = 0 gives sigma alone."""
+    sd = 2.0
+    proc = process_by_name("vp_linear", beta_min=0.005, beta_max=2.5)
+
+    class Recorder:
+        process = proc
+        first = None
+
+        def __call__(self, x, logsnr, cond=None):
+            if Recorder.first is None:
+                Recorder.first = x.clone()
+            return torch.zeros_like(x, dtype=torch.float64)
+
+    known, mask = torch.zeros(20000, 1), torch.zeros(1, 1)
+    for sigma_data in (sd, 0.0):
+        Recorder.first = None
+        inpaint(Recorder(), known, mask, steps=2, resample=1, generator=torch.Generator().manual_seed(0), sigma_max=None,
+                sigma_data=sigma_data)
+        lam0 = proc.logsnr_range()[0]
+        a, s = proc.alpha_sigma(torch.tensor(lam0, dtype=torch.float64))
+        expected = math.sqrt(float(a**2 * sigma_data**2 + s**2))
+        assert float(Recorder.first.std()) == pytest.approx(expected, rel=0.02)

@@ -244,7 +244,7 @@ class ImageDiffusion(DiffusionModule):
             x = inpaint_core(model, images.to(self.device) * 2 - 1, mask.to(self.device),
                              steps=steps or self.inpaint_steps, resample=resample or self.inpaint_resample, cond=cond,
                              generator=torch.Generator().manual_seed(seed), sigma_min=self.sampler_config.sigma_min,
-                             sigma_max=self.sampler_config.sigma_max)
+                             sigma_max=self.sampler_config.sigma_max, sigma_data=self.diffusion_config.sigma_data)
         finally:
             self.train(was_training)
         return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
