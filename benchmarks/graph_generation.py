@@ -1,6 +1,6 @@
 """Graph generation benchmark: the trained DiGress-style models against the Erdős–Rényi control and the training floor.
 
-For each recipe with a checkpoint, runs ``polydiff test`` (which samples graphs with the model's sampler and evaluates
+For each recipe with a checkpoint, runs ``polydiff test`` (which samples graphs with the recipe's sampler and evaluates
 them, density-matched Erdős–Rényi graphs and the training graphs against the held-out test graphs), then writes the
 markdown section ``docs/benchmarks/graph.md`` and prints the command that reproduces it.
 
@@ -22,16 +22,25 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MMDS = [("degree_mmd", "degree"), ("clustering_mmd", "clustering"), ("spectrum_mmd", "spectrum"), ("orbit_mmd", "orbits")]
+
+
+def recipe_sampler(recipe: str) -> dict:
+    """The recipe's sampler settings (a checkpoint stores the sampler it was trained with; the benchmark uses the recipe's)."""
+    config = yaml.safe_load((ROOT / "recipes" / "graph" / f"{recipe}.yaml").read_text())
+    return config["model"]["init_args"]["sampler"]
 
 
 def run_test(recipe: str, ckpt: str, out: Path) -> dict:
     from polydiff.core.cli import main
 
     out.mkdir(parents=True, exist_ok=True)
+    sampler = recipe_sampler(recipe)
     main(["test", "--config", str(ROOT / "recipes" / "graph" / f"{recipe}.yaml"), "--ckpt_path", ckpt,
+          "--model.sampler.name", str(sampler["name"]), "--model.sampler.steps", str(sampler["steps"]),
           "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false"])
     found = sorted(out.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -39,9 +48,14 @@ def run_test(recipe: str, ckpt: str, out: Path) -> dict:
     return json.loads(found[-1].read_text())["metrics"]
 
 
-def checkpoint_info(ckpt: str) -> str:
+def checkpoint_info(ckpt: str, sampler: dict) -> str:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
-    return f"{state.get('global_step', '?')} optimiser steps ({state.get('epoch', '?')} epochs)"
+    hp = state.get("hyper_parameters", {})
+    params = sum(v.numel() for k, v in state["state_dict"].items() if k.startswith("network."))
+    width = "/".join(str(hp.get(k, "?")) for k in ("hidden_nodes", "hidden_edges", "hidden_graph"))
+    return (f"{state.get('global_step', '?')} optimiser steps ({state.get('epoch', '?')} epochs) of a "
+            f"{params / 1e3:.0f} K-parameter graph transformer ({hp.get('layers', '?')} layers, widths {width}), "
+            f"sampled with the {sampler.get('name', '?')} sampler in {sampler.get('steps', '?')} steps")
 
 
 def fmt(v: float) -> str:
@@ -90,15 +104,16 @@ def main() -> None:
             continue
         start = time.time()
         m = run_test(recipe, ckpt, Path(args.out) / recipe)
-        parts.append(section(names[recipe], recipe, m, checkpoint_info(ckpt), time.time() - start))
+        parts.append(section(names[recipe], recipe, m, checkpoint_info(ckpt, recipe_sampler(recipe)),
+                             time.time() - start))
     if not parts:
         parser.error("give at least one checkpoint")
     header = f"""## Graph generation (DiGress-style discrete diffusion)
 
 Measured {datetime.date.today().isoformat()} on {platform.machine()} CPU ({os.cpu_count()} cores shared with other
 jobs, no GPU), polydiff's graph domain: marginal categorical diffusion of node and edge types (T = 500, cosine), a
-92 K-parameter graph transformer with cycle and spectral features of the noisy graph, sampled with the ancestral sampler
-in 100 steps. MMD² is the biased estimate of GraphRNN's evaluation between the sampled graphs and the held-out test
+graph transformer with cycle and spectral features of the noisy graph (sizes and sampler below, per recipe). MMD²
+is the biased estimate of GraphRNN's evaluation between the sampled graphs and the held-out test
 graphs (orbit counts: ORCA's 15 orbits on up to 4 nodes, Gaussian kernel, sigma 30). The Erdős–Rényi control draws
 G(n, p) with the training graphs' mean density and node counts from the training histogram; the floor compares the
 training graphs themselves with the test graphs (their novelty is 0 by definition). Trained with
