@@ -9,8 +9,8 @@ writes them as the checkpoint's ``state_dict`` and restores both on resume) with
     decay_n = min(decay, (1 + n) / (10 + n))        # n = updates already averaged
 
 so early averages forget the initial weights quickly and the long-run average is the plain EMA. The averaging function
-is a module-level class rather than a closure, so the callback can be pickled, which ``ddp_spawn`` needs (tested
-here: pickling; the 2-process test runs ``ddp``).
+is a module-level class rather than a closure, so the callback can be pickled, which ``ddp_spawn`` needs (the
+2-process test in tests/test_cli.py runs both ``ddp`` and ``ddp_spawn``).
 
     trainer:
       callbacks:

@@ -181,13 +181,15 @@ def test_missing_data_folder_is_one_line(capsys, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_run(tmp_path):
-    """DDP on CPU (gloo) with 2 processes launched by the console script (Lightning re-executes the command per rank):
-    both ranks train, one checkpoint is written."""
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_process_ddp_run(tmp_path, strategy):
+    """DDP on CPU (gloo) with 2 processes launched by the console script (ddp: Lightning re-executes the command per
+    rank; ddp_spawn: it pickles the trainer, callbacks included, into spawned workers): both ranks train, one checkpoint
+    is written."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [str(Path(sys.executable).with_name("polydiff")), "fit", "--config", DIGITS, *TINY,
            "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
-           "--trainer.strategy", "ddp", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0"]
+           "--trainer.strategy", strategy, "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0"]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     ckpts = list(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
