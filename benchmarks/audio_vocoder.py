@@ -36,18 +36,27 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def heldout_data(recipe: str, clips: int | None = None):
+    """The recipe's speech DataModule (set up for testing), limited to ``clips`` held-out clips when given."""
+    from polydiff.datasets.audio import SpeechDataModule
+
+    data_args = yaml.safe_load((ROOT / recipe).read_text())["data"]["init_args"]
+    if clips is not None:
+        data_args["max_eval_clips"] = clips
+    dm = SpeechDataModule(**data_args)
+    dm.setup("test")
+    return dm
+
+
 def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: int) -> dict:
     """Metrics of one sampler (Python API: ``polydiff test`` takes the sampler stored in the checkpoint)."""
     from polydiff.core.sampling import SamplerConfig
     from polydiff.core.trainer import PolydiffTrainer
-    from polydiff.datasets.audio import SpeechDataModule
     from polydiff.domains.audio import VocoderModule
 
     model = VocoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
     model.sampler_config = SamplerConfig(name=name, steps=steps, grid=grid)
-    data_args = yaml.safe_load((ROOT / recipe).read_text())["data"]["init_args"]
-    data_args["max_eval_clips"] = clips
-    dm = SpeechDataModule(**data_args)
+    dm = heldout_data(recipe, clips)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PolydiffTrainer(default_root_dir=tmp, accelerator="cpu", devices=1, enable_progress_bar=False,
                                   enable_model_summary=False)
@@ -58,12 +67,9 @@ def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: in
 
 def write_heldout_sample(ckpt: str, recipe: str, out_dir: Path) -> Path:
     """Write the first held-out test clip as WAV and vocode it with ``polydiff sample`` (WAV + PNG)."""
-    from polydiff.datasets.audio import SpeechDataModule
     from polydiff.domains.audio.audio_io import write_audio
 
-    data_args = yaml.safe_load((ROOT / recipe).read_text())["data"]["init_args"]
-    dm = SpeechDataModule(**data_args)
-    dm.setup("test")
+    dm = heldout_data(recipe)
     out_dir.mkdir(parents=True, exist_ok=True)
     clip = write_audio(out_dir / "heldout.wav", dm.splits["test"][0], dm.sample_rate)
     cmd = [sys.executable, "-m", "polydiff.core.cli", "sample", "--config", recipe, "--ckpt_path", ckpt, "--input",
@@ -76,16 +82,12 @@ def floors(ckpt: str, recipe: str, clips: int) -> list[tuple]:
     """Rows without a trained network, to read the table against: the prior alone (coloured noise, what the model starts
     from) and the true waveform's MDCT magnitudes with random signs (the right magnitudes in the prior's own transform
     with the phase thrown away): log-mel L1 and MR-STFT reward a phase-coherent waveform, not only magnitudes."""
-    from polydiff.datasets.audio import SpeechDataModule
     from polydiff.domains.audio import VocoderModule
     from polydiff.domains.audio.features import imdct, mdct
     from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, si_sdr
 
     model = VocoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
-    data_args = yaml.safe_load((ROOT / recipe).read_text())["data"]["init_args"]
-    data_args["max_eval_clips"] = clips
-    dm = SpeechDataModule(**data_args)
-    dm.setup("test")
+    dm = heldout_data(recipe, clips)
     sums: dict[str, list[float]] = {}
     gen = torch.Generator().manual_seed(0)
     basis = model.features.mdct_basis

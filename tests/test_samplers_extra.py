@@ -17,7 +17,6 @@ torch.set_num_threads(1)
 
 MU = torch.tensor([0.5, -1.0, 2.0, 0.0], dtype=torch.float64)
 V = torch.tensor([0.01, 0.1, 1.0, 4.0], dtype=torch.float64)  # per-axis variances: a stiff and a wide direction
-ALL = SAMPLERS
 
 
 class Gauss:
@@ -46,7 +45,7 @@ def _error(name, steps, **kw):
     proc = VarianceExploding()
     lam = make_grid(proc, steps, "uniform_logsnr", "min", 0.05, 20.0)
     s0, s1 = math.exp(-float(lam[0]) / 2), math.exp(-float(lam[-1]) / 2)
-    fn = ALL[name] if not kw else (lambda *a: unipc(*a, **kw))
+    fn = SAMPLERS[name] if not kw else (lambda *a: unipc(*a, **kw))
     x = fn(Gauss(proc), Z * s0, lam)
     return float((x - exact_ode(Z * s0, s0, s1)).abs().max())
 
@@ -86,7 +85,7 @@ def test_new_samplers_agree_across_process_families(name):
     outs = []
     for proc in (VarianceExploding(), VPCosine(), RectifiedFlow()):
         model = Gauss(proc)
-        outs.append(ALL[name](model, Z * proc.alpha_sigma(lam[0])[1], lam))
+        outs.append(SAMPLERS[name](model, Z * proc.alpha_sigma(lam[0])[1], lam))
         assert model.calls == 10  # one network evaluation per step
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(outs[2], outs[0], rtol=1e-9, atol=1e-9)
