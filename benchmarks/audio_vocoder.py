@@ -48,14 +48,21 @@ def heldout_data(recipe: str, clips: int | None = None):
     return dm
 
 
-def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: int) -> dict:
-    """Metrics of one sampler (Python API: ``polydiff test`` takes the sampler stored in the checkpoint)."""
+def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: int, consistency: str = "none",
+             iters: int = 0, untrained: bool = False) -> dict:
+    """Metrics of one sampler (Python API: ``polydiff test`` takes the sampler stored in the checkpoint), optionally with
+    the GLA-Grad consistency projection; ``untrained`` evaluates the same pipeline with the network as initialised
+    (seed 0: its output layer is zero, so it predicts eps = 0) instead of the checkpoint's weights."""
     from polydiff.core.sampling import SamplerConfig
     from polydiff.core.trainer import PolydiffTrainer
     from polydiff.domains.audio import VocoderModule
 
     model = VocoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True)
+    if untrained:
+        torch.manual_seed(0)
+        model = VocoderModule(**{k: v for k, v in model.hparams.items() if not k.startswith("_")})
     model.sampler_config = SamplerConfig(name=name, steps=steps, grid=grid)
+    model.consistency, model.consistency_iters = consistency, iters
     dm = heldout_data(recipe, clips)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = PolydiffTrainer(default_root_dir=tmp, accelerator="cpu", devices=1, enable_progress_bar=False,
@@ -63,6 +70,28 @@ def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: in
         trainer.test(model, dm, verbose=False)
         out = json.loads(next(Path(tmp).rglob("metrics.json")).read_text())
     return out
+
+
+def parse_spec(spec: str) -> tuple[str, int, str, str, int]:
+    """``name:steps:grid[:consistency:iterations]`` -> its fields (consistency ``none`` when absent)."""
+    parts = spec.split(":")
+    if len(parts) not in (3, 5):
+        raise SystemExit(f"sampler spec {spec!r} is not name:steps:grid or name:steps:grid:consistency:iterations")
+    name, steps, grid = parts[:3]
+    consistency, iters = (parts[3], int(parts[4])) if len(parts) == 5 else ("none", 0)
+    return name, int(steps), grid, consistency, iters
+
+
+def label_of(name: str, steps: int, grid: str, consistency: str, iters: int) -> str:
+    label = f"DiffWave-style, {name}, {steps} steps ({grid} grid)"
+    if consistency != "none":
+        label += f" + {consistency} consistency, {iters} iterations per step (GLA-Grad)"
+    return label
+
+
+def row_of(label: str, m: dict) -> tuple:
+    return (label, m["diffwave_logmel_l1"], m["diffwave_mrstft"], m["diffwave_si_sdr"], m["diffwave_periodicity"],
+            m["diffwave_rtf"])
 
 
 def write_heldout_sample(ckpt: str, recipe: str, out_dir: Path) -> Path:
@@ -84,7 +113,7 @@ def floors(ckpt: str, recipe: str, clips: int) -> list[tuple]:
     with the phase thrown away): log-mel L1 and MR-STFT reward a phase-coherent waveform, not only magnitudes."""
     from polydiff.domains.audio import VocoderModule
     from polydiff.domains.audio.features import imdct, mdct
-    from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, si_sdr
+    from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, periodicity_error, si_sdr
 
     model = VocoderModule.load_from_checkpoint(ckpt, map_location="cpu", weights_only=True).eval()
     dm = heldout_data(recipe, clips)
@@ -100,12 +129,13 @@ def floors(ckpt: str, recipe: str, clips: int) -> list[tuple]:
                 model.colour(torch.randn(wave.shape, generator=gen), mel),
                 "true MDCT magnitudes with random signs (oracle magnitudes, no phase)": imdct(coeffs.abs() * signs, basis)}
         for label, est in outs.items():
-            acc = sums.setdefault(label, [0.0, 0.0, 0.0, 0.0])
+            acc = sums.setdefault(label, [0.0, 0.0, 0.0, 0.0, 0.0])
             acc[0] += float(log_mel_l1(model.features, wave, est).sum())
             acc[1] += float(mr_stft_distance(wave, est).sum())
             acc[2] += float(si_sdr(wave, est).sum())
-            acc[3] += wave.shape[0]
-    return [(label, a / n, m / n, d / n, float("nan")) for label, (a, m, d, n) in sums.items()]
+            acc[3] += float(periodicity_error(wave, est, model.features.sample_rate).sum())
+            acc[4] += wave.shape[0]
+    return [(label, a / n, m / n, d / n, p / n, float("nan")) for label, (a, m, d, p, n) in sums.items()]
 
 
 def validation_curve(ckpt: Path) -> list[tuple[int, float]]:
@@ -119,17 +149,51 @@ def validation_curve(ckpt: Path) -> list[tuple[int, float]]:
         return [(int(r["step"]) + 1, float(r["val/logmel_l1"])) for r in csv.DictReader(fh) if r.get("val/logmel_l1")]
 
 
+def verdicts(rows: list[tuple], specs: list[tuple], gl: tuple) -> list[str]:
+    """What the table says: does the network alone beat Griffin-Lim at 6 steps, and does the trained network add
+    anything to a consistency projection over the same pipeline with an untrained network."""
+    def beats(row: tuple, ref: tuple, offset: int) -> list[str]:
+        return [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if row[i] < ref[i - offset]]
+
+    out = []
+    plain = [r for r, spec in zip(rows, specs) if spec[1] == 6 and spec[3] == "none"]
+    if plain:
+        best = min(plain, key=lambda r: r[1])
+        won = beats(best, gl, 1)
+        out.append(f"- Network alone: the best 6-step sampler ({best[0]}) beats Griffin-Lim on "
+                   + (" and ".join(won) if won else "neither log-mel L1 nor MR-STFT") + ".")
+    controls = {r[0]: r for r in rows if r[0].startswith("control: ")}
+    for row, spec in zip(rows, specs):
+        if spec[3] == "none":
+            continue
+        won = beats(row, gl, 1)
+        line = (f"- {row[0]}: beats Griffin-Lim on " + (" and ".join(won) if won else "neither metric"))
+        control = controls.get("control: " + row[0] + ", untrained network (eps = 0)")
+        if control is not None:
+            # relative change against the untrained network; within 2 % counts as no difference
+            diffs = [f"{name} {row[i]:.3f} vs {control[i]:.3f}" for name, i in
+                     (("log-mel L1", 1), ("MR-STFT", 2), ("SI-SDR dB", 3))]
+            gain = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if row[i] < 0.98 * control[i]]
+            line += (f"; against the same projection with an untrained network ({', '.join(diffs)}), the trained "
+                     "network " + ("improves " + " and ".join(gain) if gain else
+                                   "adds nothing on log-mel L1 or MR-STFT (within 2 %): that gain is the projection's"))
+        out.append(line + ".")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=DEFAULT_CKPT)
     parser.add_argument("--recipe", default=RECIPE)
     parser.add_argument("--samplers", default="ddpm:6:karras,ddim:6:karras,dpmpp_2m:6:karras",
-                        help="comma-separated name:steps:grid")
+                        help="comma-separated name:steps:grid[:consistency:iterations] (consistency: griffin_lim or "
+                             "mel, GLA-Grad's projection of each step's estimate)")
     parser.add_argument("--clips", type=int, default=32, help="held-out clips (1.02 s each)")
     parser.add_argument("--out", default="docs/benchmarks/audio.md")
     parser.add_argument("--train-note", default="", help="how the checkpoint was trained (steps, wall time)")
     parser.add_argument("--floors", action="store_true",
-                        help="also report the prior alone and oracle MDCT magnitudes with random signs")
+                        help="also report the prior alone, oracle MDCT magnitudes with random signs and, for each "
+                             "sampler with a consistency projection, the same pipeline with an untrained network")
     parser.add_argument("--compare", action="append", default=[],
                         help="LABEL=CKPT: another checkpoint (e.g. other prior) evaluated with the first sampler")
     args = parser.parse_args()
@@ -139,23 +203,26 @@ def main() -> None:
     ckpt = torch.load(args.ckpt, map_location="cpu", weights_only=True)
     step = ckpt.get("global_step")
     rows, gl, extra = [], None, None
-    for spec in args.samplers.split(","):
-        name, steps, grid = spec.split(":")
-        res = evaluate(args.ckpt, args.recipe, name, int(steps), grid, args.clips)
+    specs = [parse_spec(spec) for spec in args.samplers.split(",")]
+    for spec in specs:
+        res = evaluate(args.ckpt, args.recipe, *spec[:3], args.clips, *spec[3:])
         m, extra = res["metrics"], res
-        rows.append((f"DiffWave-style, {name}, {steps} steps ({grid} grid)", m["diffwave_logmel_l1"],
-                     m["diffwave_mrstft"], m["diffwave_si_sdr"], m["diffwave_rtf"]))
-        gl = (m["griffinlim_logmel_l1"], m["griffinlim_mrstft"], m["griffinlim_si_sdr"], m["griffinlim_rtf"])
+        rows.append(row_of(label_of(*spec), m))
+        gl = (m["griffinlim_logmel_l1"], m["griffinlim_mrstft"], m["griffinlim_si_sdr"], m["griffinlim_periodicity"],
+              m["griffinlim_rtf"])
         print(rows[-1], flush=True)
-    first = args.samplers.split(",")[0].split(":")
     for item in args.compare:
         label, path = item.split("=", 1)
         other = torch.load(path, map_location="cpu", weights_only=True)
-        m = evaluate(path, args.recipe, first[0], int(first[1]), first[2], args.clips)["metrics"]
-        rows.append((f"{label}, {first[0]}, {first[1]} steps, {other.get('global_step')} training steps",
-                     m["diffwave_logmel_l1"], m["diffwave_mrstft"], m["diffwave_si_sdr"], m["diffwave_rtf"]))
+        m = evaluate(path, args.recipe, *specs[0][:3], args.clips, *specs[0][3:])["metrics"]
+        rows.append(row_of(f"{label}, {specs[0][0]}, {specs[0][1]} steps, {other.get('global_step')} training steps", m))
         print(rows[-1], flush=True)
     if args.floors:
+        for spec in specs:
+            if spec[3] != "none":
+                m = evaluate(args.ckpt, args.recipe, *spec[:3], args.clips, *spec[3:], untrained=True)["metrics"]
+                rows.append(row_of("control: " + label_of(*spec) + ", untrained network (eps = 0)", m))
+                print(rows[-1], flush=True)
         rows += floors(args.ckpt, args.recipe, args.clips)
     png = write_heldout_sample(args.ckpt, args.recipe, ROOT / "benchmarks/out/audio")
 
@@ -170,17 +237,15 @@ def main() -> None:
         "multi-resolution STFT distance, higher for SI-SDR; real-time factor = CPU wall time / audio duration "
         f"({extra['torch_threads']} torch thread, machine shared with other jobs, so RTFs are upper bounds).",
         "",
-        "| method | log-mel L1 | MR-STFT | SI-SDR (dB) | real-time factor |",
-        "|---|---|---|---|---|",
+        "| method | log-mel L1 | MR-STFT | SI-SDR (dB) | periodicity error | real-time factor |",
+        "|---|---|---|---|---|---|",
     ]
-    for label, l1, mr, sdr, rtf in rows:
-        lines.append(f"| {label} | {l1:.3f} | {mr:.3f} | {sdr:.2f} | {'-' if rtf != rtf else f'{rtf:.3f}'} |")
-    lines.append(f"| Griffin-Lim, 32 iterations, same mel | {gl[0]:.3f} | {gl[1]:.3f} | {gl[2]:.2f} | {gl[3]:.3f} |")
-    six = [r for r, spec in zip(rows, args.samplers.split(",")) if spec.split(":")[1] == "6"] or rows[:1]
-    best = min(six, key=lambda r: r[1])
-    beats = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if best[i] < gl[i - 1]]
-    lines += ["", f"Verdict: the best 6-step sampler ({best[0]}) beats Griffin-Lim on "
-              + (", ".join(beats) if beats else "neither log-mel L1 nor MR-STFT") + "."]
+    for label, l1, mr, sdr, per, rtf in rows:
+        lines.append(f"| {label} | {l1:.3f} | {mr:.3f} | {sdr:.2f} | {per:.3f} | "
+                     f"{'-' if rtf != rtf else f'{rtf:.3f}'} |")
+    lines.append(f"| Griffin-Lim, 32 iterations, same mel | {gl[0]:.3f} | {gl[1]:.3f} | {gl[2]:.2f} | {gl[3]:.3f} | "
+                 f"{gl[4]:.3f} |")
+    lines += [""] + verdicts(rows, specs, gl)
     curve = validation_curve(Path(args.ckpt))
     if curve:
         lines += ["", "Learning curve (validation log-mel L1 of the default sampler on 4 validation clips, EMA weights):",

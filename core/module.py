@@ -241,15 +241,20 @@ class DiffusionModule(L.LightningModule):
 
     @torch.no_grad()
     def generate(self, shape: tuple[int, ...], cond: Any = None, sampler: SamplerConfig | None = None,
-                 seed: int = 0, progress: bool = False, x_init: Tensor | None = None) -> Tensor:
-        """Samples of ``shape`` (in the diffused space; domains decode them) from a fixed seed."""
+                 seed: int = 0, progress: bool = False, x_init: Tensor | None = None,
+                 denoiser: Any = None) -> Tensor:
+        """Samples of ``shape`` (in the diffused space; domains decode them) from a fixed seed.
+
+        ``denoiser`` replaces :attr:`denoiser` for this call, e.g. a wrapper that projects its ``x0`` estimate onto a
+        constraint (the audio domain's GLA-Grad consistency).
+        """
         cfg = sampler or self.sampler_config
         gen = torch.Generator().manual_seed(seed)
         null = self.null_condition(cond) if cond is not None else None
         was_training = self.training
         self.eval()
         try:
-            x = sample(self.denoiser, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
+            x = sample(denoiser if denoiser is not None else self.denoiser, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
                        progress=progress, x_init=x_init, sigma_data=self.diffusion_config.sigma_data)
         finally:
             self.train(was_training)

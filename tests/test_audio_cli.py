@@ -52,12 +52,18 @@ def test_test_reports_vocoder_and_griffin_lim(trained):
     m = json.loads(next((tmp / "test").rglob("metrics.json")).read_text())
     metrics = m["metrics"]
     for name in ("diffwave", "griffinlim"):
-        for key in ("logmel_l1", "mrstft", "si_sdr", "rtf"):
+        for key in ("logmel_l1", "mrstft", "si_sdr", "periodicity", "rtf"):
             assert math.isfinite(metrics[f"{name}_{key}"])
     # a 2-step model is far from a vocoder: the Griffin-Lim control must win, and both RTFs are measured
     assert metrics["griffinlim_logmel_l1"] < metrics["diffwave_logmel_l1"]
     assert metrics["diffwave_rtf"] > 0 and metrics["griffinlim_rtf"] > 0
-    assert m["clips"] == 1 and m["steps"] == 6  # 10 % of 8 clips
+    assert m["clips"] == 1 and m["steps"] == 6 and m["consistency"] == "none"  # 10 % of 8 clips
+    # GLA-Grad's projection is a sampling-time knob of the CLI; it pulls the samples towards the mel
+    run(["test", "--config", RECIPE, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp / "test_mel"),
+         "--model.consistency", "mel", "--model.consistency_iters", "3"], tmp)
+    m2 = json.loads(next((tmp / "test_mel").rglob("metrics.json")).read_text())
+    assert (m2["consistency"], m2["consistency_iters"]) == ("mel", 3)
+    assert m2["metrics"]["diffwave_logmel_l1"] < 0.5 * metrics["diffwave_logmel_l1"]
 
 
 def test_sample_from_wav_and_npy(trained):
