@@ -84,6 +84,14 @@ class EMA(EMAWeightAveraging):
         self.update_starting_at_step = update_starting_at_step
         self.update_starting_at_epoch = update_starting_at_epoch
 
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        """Restore the average when resuming fit. Outside fit (``polydiff test`` / ``predict`` / ``sample``) there is no
+        average to restore: the checkpoint's ``state_dict`` already holds the averaged weights, which is what evaluation
+        uses, so Lightning's warning about it is not raised."""
+        if self._average_model is None:
+            return
+        super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
     def __repr__(self) -> str:
         return f"EMA(decay={self.decay}, warmup={self.warmup})"
 

@@ -94,3 +94,25 @@ def test_lightning_run_ends_with_the_warmed_up_average(tmp_path):
     # at the end of fit the callback copies the average into the model
     assert model.w.item() == pytest.approx(ema, abs=1e-5)
     assert abs(model.w.item() - weights[-1]) > 1e-3
+
+
+def test_test_after_fit_uses_the_average_without_warning(tmp_path):
+    import warnings
+
+    model = _Scalar()
+    model.test_step = lambda batch, batch_idx: None
+    model.test_dataloader = model.train_dataloader
+    kw = dict(default_root_dir=tmp_path, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              accelerator="cpu")
+    trainer = pl.Trainer(max_steps=12, callbacks=[EMA(decay=0.9)], **kw)
+    trainer.fit(model)
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    averaged = model.w.item()
+    fresh = _Scalar()
+    fresh.test_step = lambda batch, batch_idx: None
+    fresh.test_dataloader = fresh.train_dataloader
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pl.Trainer(callbacks=[EMA(decay=0.9)], **kw).test(fresh, ckpt_path=str(ckpt), verbose=False)
+    assert not [w for w in caught if "WeightAveraging" in str(w.message)]
+    assert fresh.w.item() == pytest.approx(averaged, abs=1e-6)  # the checkpoint's weights are the average
