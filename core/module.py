@@ -265,9 +265,12 @@ class DiffusionModule(L.LightningModule):
         """Log ``metrics``, write them (and ``extra``) as ``metrics.json`` in the run directory, print the path."""
         for k, v in metrics.items():
             self.log(f"test/{k}", float(v), sync_dist=False)
-        if self.trainer is None or not self.trainer.is_global_zero:
+        if self.trainer is None:
             return None
+        # every rank asks: under DDP ``log_dir`` is a broadcast, a collective that rank 0 alone would wait on forever
         run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        if not self.trainer.is_global_zero:
+            return None
         run_dir.mkdir(parents=True, exist_ok=True)
         path = run_dir / "metrics.json"
         payload = {"metrics": {k: _json_number(v) for k, v in metrics.items()}, **(extra or {})}

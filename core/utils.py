@@ -1,5 +1,7 @@
 """Small helpers shared by every part of the core."""
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -28,3 +30,18 @@ def batch_scalar(value: float | Tensor, batch: int, like: Tensor) -> Tensor:
     if t.ndim == 0:
         t = t.expand(batch)
     return t
+
+
+def sum_across_ranks(module: Any, totals: dict[str, float]) -> dict[str, float]:
+    """Running sums of a test epoch added over the processes of a distributed run (a copy on one process).
+
+    Under DDP each rank's test loader serves only its shard, so per-rank sums must be added before they become metrics;
+    every rank must call this with the same keys (it is a collective).
+    """
+    trainer = getattr(module, "_trainer", None)
+    if trainer is None or trainer.world_size == 1:
+        return {k: float(v) for k, v in totals.items()}
+    keys = sorted(totals)
+    vec = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64, device=module.device)
+    vec = trainer.strategy.reduce(vec, reduce_op="sum")
+    return dict(zip(keys, vec.cpu().tolist()))

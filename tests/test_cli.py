@@ -195,3 +195,22 @@ def test_two_process_ddp_run(tmp_path, strategy):
     ckpts = list(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
     assert len(ckpts) == 1
     assert torch.load(ckpts[0], weights_only=True)["global_step"] == 2
+    if strategy != "ddp":
+        return
+    # polydiff test on 2 processes: each draws half the samples, rank 0 scores all of them against the whole test split
+    out = tmp_path / "test"
+    cmd = [str(Path(sys.executable).with_name("polydiff")), "test", "--config", DIGITS, *TINY, "--ckpt_path",
+           str(ckpts[0]), "--trainer.default_root_dir", str(out), "--trainer.accelerator", "cpu",
+           "--trainer.devices", "2", "--trainer.strategy", "ddp", "--model.eval_num_samples", "21",
+           "--model.sampler.steps", "2"]
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    reports = list(out.rglob("metrics.json"))
+    assert len(reports) == 1
+    report = json.loads(reports[0].read_text())
+    import yaml
+
+    from polydiff.datasets.digits import DigitsDataModule
+
+    test_split = DigitsDataModule(**yaml.safe_load(Path(DIGITS).read_text())["data"]["init_args"]).split_tensors("test")[0]
+    assert (report["processes"], report["num_samples"], report["test_images"]) == (2, 21, len(test_split))

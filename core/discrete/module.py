@@ -30,7 +30,7 @@ from polydiff.core.discrete.objective import (
 from polydiff.core.discrete.processes import CategoricalProcess
 from polydiff.core.discrete.sampling import CategoricalSamplerConfig, sample_categorical_diffusion
 from polydiff.core.module import DiffusionModule, TrainingConfig
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, sum_across_ranks
 
 
 @dataclass
@@ -264,11 +264,16 @@ class DiscreteDiffusionModule(L.LightningModule):
         self._test_totals["nats"] += float(nats.sum())
         self._test_totals["positions"] += float(count.sum())
 
+    def gather_test_totals(self) -> None:
+        """Add the running sums of ``test_step`` over the processes of a distributed run (call once per epoch end)."""
+        self._test_totals = sum_across_ranks(self, self._test_totals)
+
     def test_bound_bits(self) -> float:
         """Bits per position of the bound accumulated by ``test_step``."""
         return self._test_totals["nats"] / max(self._test_totals["positions"], 1.0) / math.log(2)
 
     def on_test_epoch_end(self) -> None:
+        self.gather_test_totals()
         self.report_metrics({"bound_bits_per_position": self.test_bound_bits(), **self.test_metrics()})
 
     # ------------------------------------------------------------------ sampling

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig, TrainingConfig
 from polydiff.core.sampling import SamplerConfig
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, sum_across_ranks
 from polydiff.domains.audio.audio_io import read_audio, write_audio
 from polydiff.domains.audio.consistency import ProjectedDenoiser, check_mode, projection
 from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct
@@ -223,7 +223,7 @@ class VocoderModule(DiffusionModule):
     def on_test_epoch_end(self) -> None:
         if not self._test_rows:
             return
-        tot = {k: sum(r[k] for r in self._test_rows) for k in self._test_rows[0]}
+        tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in self._test_rows[0]})
         n, seconds = float(tot["clips"]), float(tot["seconds"])
         metrics = {}
         for name in ("diffwave", "griffinlim"):
@@ -234,7 +234,8 @@ class VocoderModule(DiffusionModule):
         extra = {"clips": int(n), "audio_seconds": seconds, "sampler": cfg.name, "steps": cfg.steps, "grid": cfg.grid,
                  "consistency": self.consistency, "consistency_iters": self.consistency_iters,
                  "torch_threads": torch.get_num_threads()}
-        print(format_table(metrics, cfg, self.consistency, self.consistency_iters))
+        if self.trainer.is_global_zero:
+            print(format_table(metrics, cfg, self.consistency, self.consistency_iters))
         self.report_metrics(metrics, extra)
 
     # ------------------------------------------------------------------ polydiff sample

@@ -95,7 +95,6 @@ class ImageDiffusion(DiffusionModule):
         self.inpaint_region = inpaint_region
         self.inpaint_steps = inpaint_steps
         self.inpaint_resample = inpaint_resample
-        self._test_images: list[tuple[Tensor, Tensor]] = []
         self.save_hyperparameters()
 
     # ------------------------------------------------------------------ the domain's side of the boundary
@@ -298,11 +297,8 @@ class ImageDiffusion(DiffusionModule):
 
     # ------------------------------------------------------------------ evaluation (polydiff test)
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        # the held-out reference set is whatever the DataModule's test loader serves
-        self._test_images.append((batch[0].detach().cpu(), batch[1].detach().cpu()))
-
-    def on_test_epoch_start(self) -> None:
-        self._test_images = []
+        """Nothing per batch: the metrics compare generated images with the DataModule's whole test split, which every
+        process reads in full in :meth:`on_test_epoch_end` (a DDP shard of the loader would give each rank a part)."""
 
     def on_test_epoch_end(self) -> None:
         from polydiff.domains.image.metrics import ImageEvaluator
@@ -311,15 +307,31 @@ class ImageDiffusion(DiffusionModule):
         if dm is None or not hasattr(dm, "split_tensors"):
             raise PolydiffError("polydiff test needs an image DataModule (DigitsDataModule or ImageFolderDataModule)")
         train_x, train_y = dm.split_tensors("train")
-        test_x = torch.cat([b[0] for b in self._test_images])
-        test_y = torch.cat([b[1] for b in self._test_images])
-        evaluator = ImageEvaluator(train_x, train_y, test_x, test_y, self.num_classes)
+        test_x, test_y = dm.split_tensors("test")
         n = self.eval_num_samples
         classes = self._classes(n, None)
-        samples = self.sample_images(n, classes, seed=0, progress=True) * 2 - 1
-        metrics = evaluator.report(samples, classes)
+        samples = self._sample_across_ranks(n, classes) * 2 - 1
+        metrics = {}
+        if self.trainer.is_global_zero:
+            evaluator = ImageEvaluator(train_x, train_y, test_x, test_y, self.num_classes)
+            metrics = evaluator.report(samples, classes)
+            info = evaluator.classifier_info
+        else:
+            info = None
+        metrics = self.trainer.strategy.broadcast(metrics, src=0)
         cfg = self.sampler_config
         self.report_metrics(metrics, extra={"sampler": {"name": cfg.name, "steps": cfg.steps, "guidance": cfg.guidance},
-                                            "num_samples": n, "test_images": len(test_x),
-                                            "classifier": evaluator.classifier_info})
-        self._test_images = []
+                                            "num_samples": n, "test_images": len(test_x), "classifier": info,
+                                            "processes": self.trainer.world_size})
+
+    def _sample_across_ranks(self, n: int, classes: Optional[Tensor]) -> Tensor:
+        """``n`` images ``[n, C, H, W]`` in [0, 1]; under DDP each of the W processes draws every W-th one (its own seed)
+        and all of them receive the whole set. One process draws all ``n`` from seed 0."""
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        if world == 1:
+            return self.sample_images(n, classes, seed=0, progress=True)
+        idx = torch.arange(rank, n + world - n % world if n % world else n, world)  # equal count on every rank
+        mine = self.sample_images(len(idx), None if classes is None else classes[idx % n], seed=rank,
+                                  progress=rank == 0)
+        gathered = self.all_gather(mine.to(self.device)).cpu()  # [W, k, C, H, W]: gathered[r, j] is image j * W + r
+        return gathered.transpose(0, 1).reshape(-1, *mine.shape[1:])[:n]

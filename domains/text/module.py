@@ -84,7 +84,6 @@ class TextDiffusion(DiscreteDiffusionModule):
         if tokenizer == "char":
             self._set_tokenizer(CharTokenizer())
         self.bpe_vocab_size = bpe_vocab_size
-        self._test_chars = 0
         self.save_hyperparameters()
 
     # ------------------------------------------------------------------ tokenizer
@@ -154,16 +153,17 @@ class TextDiffusion(DiscreteDiffusionModule):
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
-        self._test_chars = 0
+        self._test_totals["chars"] = 0.0
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
         super().test_step(batch, batch_idx)
-        self._test_chars += sum(len(t) for t in batch)
+        self._test_totals["chars"] += sum(len(t) for t in batch)
 
     def test_metrics(self) -> dict[str, float]:
         bits_token = self.test_bound_bits()
         metrics = {"bits_per_token": bits_token,
-                   "bits_per_char": self._test_totals["nats"] / max(self._test_chars, 1) / math.log(2)}
+                   "bits_per_char": self._test_totals["nats"] / max(self._test_totals.get("chars", 0.0), 1.0)
+                   / math.log(2)}
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "split_texts"):
             train, val, test = dm.split_texts("train"), dm.split_texts("val"), dm.split_texts("test")
@@ -176,6 +176,7 @@ class TextDiffusion(DiscreteDiffusionModule):
         return metrics
 
     def on_test_epoch_end(self) -> None:
+        self.gather_test_totals()
         metrics = {"bound_bits_per_position": self.test_bound_bits(), **self.test_metrics()}
         self.report_metrics(metrics, {"samples": getattr(self, "_test_samples", [])[:4],
                                       "bound_times": self.diffusion_config.bound_times,

@@ -59,6 +59,17 @@ class ImputationScore:
             lo, hi = quantiles[0].double(), quantiles[-1].double()
             self.covered += float((((target >= lo) & (target <= hi)).double() * mask).sum())
 
+    def totals(self) -> dict[str, float]:
+        """The running sums by name (to add them over the processes of a distributed test)."""
+        return {"abs_err": self.abs_err, "sq_err": self.sq_err, "count": self.count, "abs_target": self.abs_target,
+                "covered": self.covered, **{f"qloss{i}": q for i, q in enumerate(self.qloss)}}
+
+    def set_totals(self, totals: dict[str, float]) -> None:
+        """Replace the running sums by ``totals`` (as :meth:`totals` names them)."""
+        self.abs_err, self.sq_err, self.count = totals["abs_err"], totals["sq_err"], totals["count"]
+        self.abs_target, self.covered = totals["abs_target"], totals["covered"]
+        self.qloss = [totals[f"qloss{i}"] for i in range(len(self.qloss))]
+
     def result(self) -> dict[str, float]:
         n = max(self.count, 1.0)
         denom = self.abs_target if self.abs_target > 0 else float("nan")

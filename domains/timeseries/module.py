@@ -21,7 +21,7 @@ from torch import Tensor
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, TrainingConfig, read_checkpoint
 from polydiff.core.objective import ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, sum_across_ranks
 from polydiff.domains.timeseries.controls import CONTROLS
 from polydiff.domains.timeseries.masks import EVAL_SETTINGS, TrainMask, evaluation_hide, training_hide
 from polydiff.domains.timeseries.metrics import ImputationScore, sample_quantiles
@@ -206,12 +206,18 @@ class TimeSeriesImputation(DiffusionModule):
                 self._scores[(setting, name)].add(values, hide, point, None)
 
     def on_test_epoch_end(self) -> None:
+        # under DDP every rank scored its shard of the test windows: add the running sums over ranks first
+        flat = {f"{s}|{m}|{k}": v for (s, m), score in self._scores.items() for k, v in score.totals().items()}
+        flat = sum_across_ranks(self, flat)
+        for (s, m), score in self._scores.items():
+            score.set_totals({k: flat[f"{s}|{m}|{k}"] for k in score.totals()})
         metrics: dict[str, float] = {}
         for (setting, method), score in self._scores.items():
             for k, v in score.result().items():
                 metrics[f"{setting}/{method}/{k}"] = v
         table = metrics_table(metrics)
-        print(table)
+        if self.trainer.is_global_zero:
+            print(table)
         self.report_metrics(metrics, extra={
             "table": table,
             "sampler": asdict(self.sampler_config),
