@@ -176,7 +176,8 @@ def verdicts(rows: list[tuple], specs: list[tuple], gl: tuple) -> list[str]:
             gain = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if row[i] < 0.98 * control[i]]
             line += (f"; against the same projection with an untrained network ({', '.join(diffs)}), the trained "
                      "network " + ("improves " + " and ".join(gain) if gain else
-                                   "adds nothing on log-mel L1 or MR-STFT (within 2 %): that gain is the projection's"))
+                                   "adds nothing on log-mel L1 or MR-STFT (within 2 %)"
+                                   + (": the gain over Griffin-Lim is the projection's" if won else "")))
         out.append(line + ".")
     return out
 
@@ -215,7 +216,7 @@ def main() -> None:
         label, path = item.split("=", 1)
         other = torch.load(path, map_location="cpu", weights_only=True)
         m = evaluate(path, args.recipe, *specs[0][:3], args.clips, *specs[0][3:])["metrics"]
-        rows.append(row_of(f"{label}, {specs[0][0]}, {specs[0][1]} steps, {other.get('global_step')} training steps", m))
+        rows.append(row_of(f"{label} ({other.get('global_step')} training steps), {specs[0][0]}, {specs[0][1]} steps", m))
         print(rows[-1], flush=True)
     if args.floors:
         for spec in specs:
