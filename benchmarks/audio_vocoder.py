@@ -174,10 +174,16 @@ def verdicts(rows: list[tuple], specs: list[tuple], gl: tuple) -> list[str]:
             diffs = [f"{name} {row[i]:.3f} vs {control[i]:.3f}" for name, i in
                      (("log-mel L1", 1), ("MR-STFT", 2), ("SI-SDR dB", 3))]
             gain = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if row[i] < 0.98 * control[i]]
-            line += (f"; against the same projection with an untrained network ({', '.join(diffs)}), the trained "
-                     "network " + ("improves " + " and ".join(gain) if gain else
-                                   "adds nothing on log-mel L1 or MR-STFT (within 2 %)"
-                                   + (": the gain over Griffin-Lim is the projection's" if won else "")))
+            loss = [name for name, i in (("log-mel L1", 1), ("MR-STFT", 2)) if row[i] > 1.02 * control[i]]
+            if gain:
+                verdict = "improves " + " and ".join(gain)
+            elif loss:
+                verdict = "is worse on " + " and ".join(loss)
+            else:
+                verdict = "adds nothing on log-mel L1 or MR-STFT (within 2 %)"
+                verdict += ": the gain over Griffin-Lim is the projection's" if won else ""
+            line += f"; against the same projection with an untrained network ({', '.join(diffs)}), the trained network "
+            line += verdict
         out.append(line + ".")
     return out
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from polydiff.core.utils import PolydiffError
 from polydiff.datasets.audio_corpus import build_corpus, default_data_dir
+from polydiff.datasets.splits import evaluation_sampler
 from polydiff.domains.audio.audio_io import AUDIO_SUFFIXES, read_audio
 
 
@@ -163,8 +164,8 @@ class SpeechDataModule(L.LightningDataModule):
                                 "both to the same rate (files are resampled to the data rate)")
 
     # ------------------------------------------------------------------ loaders
-    def _loader(self, ds: Dataset, shuffle: bool = False) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+    def _loader(self, ds: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
                           drop_last=False, persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
@@ -176,5 +177,11 @@ class SpeechDataModule(L.LightningDataModule):
         return self._loader(FixedCrops(self.splits["val"], self.eval_samples))
 
     def test_dataloader(self) -> DataLoader:
+        assert self.splits is not None
+        ds = FixedCrops(self.splits["test"], self.eval_samples)
+        return self._loader(ds, sampler=evaluation_sampler(ds))
+
+    def predict_dataloader(self) -> DataLoader:
+        """``polydiff predict`` re-synthesises the held-out clips."""
         assert self.splits is not None
         return self._loader(FixedCrops(self.splits["test"], self.eval_samples))

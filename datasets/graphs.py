@@ -34,6 +34,7 @@ from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.splits import evaluation_sampler
 
 EDGE_LIST_SUFFIXES = (".txt", ".edges", ".edgelist")
 GRAPHML_SUFFIXES = (".graphml",)
@@ -417,11 +418,14 @@ class GraphDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        # one batch: the whole test set is compared with one set of generated graphs in on_test_epoch_end
-        return DataLoader(self.test_set, batch_size=max(1, len(self.test_set)), num_workers=self.num_workers)
+        # one batch: the whole test set is compared with one set of generated graphs in on_test_epoch_end (the loader
+        # only feeds the variational bound, summed over processes under DDP)
+        return DataLoader(self.test_set, batch_size=max(1, len(self.test_set)), num_workers=self.num_workers,
+                          sampler=evaluation_sampler(self.test_set))
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        self.setup()
+        return DataLoader(self.test_set, batch_size=max(1, len(self.test_set)), num_workers=self.num_workers)
 
 
 def density(graphs: Sequence[nx.Graph]) -> float:

@@ -1,6 +1,8 @@
 """The four Lightning loaders of a DataModule with fixed train / val / test splits, written once."""
 
-from torch.utils.data import DataLoader
+from typing import Optional
+
+from torch.utils.data import DataLoader, Sampler
 
 
 class SplitLoaders:
@@ -21,3 +23,20 @@ class SplitLoaders:
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test", False)
+
+
+def evaluation_sampler(dataset) -> Optional[Sampler]:
+    """A sampler that gives each process of a distributed run a disjoint share of an evaluation set, with no item
+    repeated; None on one process (Lightning then leaves the loader alone).
+
+    Lightning's default ``DistributedSampler`` pads the last share with repeated items, which test metrics summed over
+    processes (``polydiff.core.utils.sum_across_ranks``) would count twice. A rank may get one batch fewer than another,
+    or none, so the per-rank totals of a test epoch must exist even without a batch.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, shuffle=False)

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from polydiff.core.utils import PolydiffError
-from polydiff.datasets.splits import SplitLoaders
+from polydiff.datasets.splits import SplitLoaders, evaluation_sampler
 from polydiff.domains.text.tokenizer import normalize_text8
 
 
@@ -122,5 +122,7 @@ class TextDataModule(SplitLoaders, L.LightningDataModule):
         self.split_texts("train")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(self.split_texts(split), batch_size=self.batch_size, shuffle=shuffle,
+        texts = self.split_texts(split)
+        sampler = evaluation_sampler(texts) if split == "test" else None
+        return DataLoader(texts, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=list, drop_last=False)

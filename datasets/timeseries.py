@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.splits import evaluation_sampler
 from polydiff.domains.timeseries.table import WideTable, read_wide_table, table_from_frame
 
 EMBEDDED = ("elnino",)
@@ -181,7 +182,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
             name = {1: "validation", 2: "test"}[role]
             flag = "val_fraction" if role == 1 else "test_fraction"
             raise PolydiffError(f"no {name} windows: raise --data.{flag} above 0")
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        sampler = evaluation_sampler(ds) if role == 2 else None
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
                           drop_last=False)
 
     def train_dataloader(self) -> DataLoader:
@@ -194,4 +196,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(2, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        """``polydiff predict`` imputes the missing values of the test windows."""
+        return DataLoader(self.datasets[2], batch_size=self.batch_size, num_workers=self.num_workers)
 

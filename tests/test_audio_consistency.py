@@ -33,6 +33,11 @@ def test_periodicity_of_tone_noise_and_identity():
     p_noise, _ = periodicity(torch.randn(1, 1, 4096, generator=g), SR)
     assert float(p_tone.min()) > 0.95  # a period of 1/150 s is one of the searched lags
     assert float(p_noise.max()) < 0.3
+    # a slowly decaying autocorrelation is not a period: a 40 Hz tone (below f_min = 60 Hz) and brown noise
+    t = torch.arange(4096) / SR
+    p_low, _ = periodicity(torch.sin(2 * math.pi * 40 * t)[None, None], SR)
+    p_brown, _ = periodicity(torch.randn(1, 1, 4096, generator=g).cumsum(-1), SR)
+    assert float(p_low.max()) < 0.1 and float(p_brown.mean()) < 0.3
     x = voiced()
     assert float(periodicity_error(x, x, SR)) == 0.0
     assert float(periodicity_error(x, torch.randn(x.shape, generator=g), SR)) > 0.6

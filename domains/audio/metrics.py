@@ -75,8 +75,9 @@ def griffin_lim(features, log_mel: Tensor, samples: int, n_iter: int = 32, seed:
 def periodicity(wave: Tensor, sample_rate: int, frame: int = 1024, hop: int = 256, f_min: float = 60.0,
                 f_max: float = 500.0) -> tuple[Tensor, Tensor]:
     """Per-frame periodicity in [0, 1] and frame energy, both ``[B, frames]``: the maximum over lags of pitch periods
-    between ``1/f_max`` and ``1/f_min`` of the zero-mean frame's unbiased autocorrelation divided by its energy
-    (about 1 for a steady tone, about 0 for white noise)."""
+    between ``1/f_max`` and ``1/f_min``, past the first zero crossing, of the zero-mean frame's unbiased autocorrelation
+    divided by its energy (about 1 for a steady voiced tone, about 0.1 for white noise, 0 for a tone below ``f_min`` or
+    brown noise). A clip shorter than a frame is zero-padded to one frame."""
     x = _flat(wave)
     if x.shape[1] < frame:
         x = torch.nn.functional.pad(x, (0, frame - x.shape[1]))
@@ -87,7 +88,13 @@ def periodicity(wave: Tensor, sample_rate: int, frame: int = 1024, hop: int = 25
     ac = ac / (frame - torch.arange(frame, device=x.device))
     lo, hi = int(sample_rate / f_max), min(int(sample_rate / f_min), frame - 1)
     energy = ac[..., 0]
-    peak = (ac[..., lo:hi + 1] / energy[..., None].clamp_min(1e-12)).amax(-1)
+    r = ac[..., :hi + 1] / energy[..., None].clamp_min(1e-12)
+    # only lags past the first zero crossing count (as pitch trackers do): a slowly decaying autocorrelation (low
+    # rumble, brown noise, a tone below f_min) is not a period; no crossing within the range -> periodicity 0
+    crossed = (r <= 0).cumsum(-1) > 0
+    lags = torch.arange(hi + 1, device=x.device)
+    eligible = crossed & (lags >= lo)
+    peak = torch.where(eligible, r, torch.full_like(r, -1.0)).amax(-1)
     return peak.clamp(0.0, 1.0), energy
 
 

@@ -177,11 +177,21 @@ class VocoderModule(DiffusionModule):
         full = samples + pad * self.features.hop_length
         shape = (mel_norm.shape[0], 1, full)
         # the core starts from the marginal of the first grid level (DiffWave's schedule ends at alpha_bar 0.29)
+        # the projection targets the clip's own mel (its last frames see reflect padding, not the silent pad frames)
+        # and leaves the padding alone
         project = projection(self.features, self.consistency, self.consistency_iters,
-                             self.features.denormalise(mel_norm))
-        denoiser = None if project is None else ProjectedDenoiser(self.denoiser, self.colour, self.whiten, project)
+                             self.features.denormalise(mel_norm[..., :samples // self.features.hop_length + 1]))
+        denoiser = None
+        if project is not None:
+            denoiser = ProjectedDenoiser(self.denoiser, self.colour, self.whiten,
+                                         lambda w: torch.cat([project(w[..., :samples]), w[..., samples:]], -1))
         x = self.generate(shape, cond=mel_norm, sampler=sampler, seed=seed, denoiser=denoiser)
         return self.colour(x, mel_norm)[..., :samples]
+
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """``polydiff predict``: the batch's waveforms ``[B, 1, S]`` re-synthesised from their own mels."""
+        wave = self._wave(batch)
+        return self.vocode(self.features(wave), wave.shape[-1], seed=batch_idx).cpu()
 
     def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
         """The Griffin-Lim control from the same normalised mel."""
@@ -221,9 +231,12 @@ class VocoderModule(DiffusionModule):
         self._test_rows.append({k: v.detach().cpu().double() for k, v in row.items()})
 
     def on_test_epoch_end(self) -> None:
-        if not self._test_rows:
+        keys = ["seconds", "clips", "diffwave_time", "griffinlim_time"] + [
+            f"{name}_{m}" for name in ("diffwave", "griffinlim") for m in ("logmel_l1", "mrstft", "si_sdr", "periodicity")]
+        # every rank takes part in the sum, also one that got no test batch under DDP
+        tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in keys})
+        if tot["clips"] == 0:
             return
-        tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in self._test_rows[0]})
         n, seconds = float(tot["clips"]), float(tot["seconds"])
         metrics = {}
         for name in ("diffwave", "griffinlim"):

@@ -226,6 +226,10 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
                 graphs.append(dense_to_nx(nodes[i].cpu(), edges[i].cpu(), int(sizes[i])))
         return graphs
 
+    def predict_step(self, batch: Any, batch_idx: int) -> list[nx.Graph]:
+        """``polydiff predict``: one generated graph per graph of the batch (networkx, seed = batch index)."""
+        return self.sample_graphs(int(batch.num_graphs), seed=batch_idx)
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
         """One GraphML file per generated graph and ``graphs.png`` (a grid of the first 36)."""
@@ -255,8 +259,9 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         out = dict(evaluate(gen, test, train, **kw))
         out.update({f"er_{k}": v for k, v in evaluate(er, test, train, **kw).items()})
         out.update({f"train_{k}": v for k, v in evaluate(train, test, train, **kw).items()})
-        if self.trainer is not None and self.trainer.is_global_zero:
-            run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir)
+        # log_dir is a broadcast under DDP: every rank asks, rank 0 writes
+        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer is not None else None
+        if run_dir is not None and self.trainer.is_global_zero:
             draw_grid(gen, run_dir / "test_samples.png", title=f"{len(gen)} sampled graphs")
             write_graphml(gen, run_dir / "test_samples")
         out["num_generated"] = float(len(gen))

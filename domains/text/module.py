@@ -183,6 +183,10 @@ class TextDiffusion(DiscreteDiffusionModule):
                                       "steps": self.diffusion_config.steps})
 
     # ------------------------------------------------------------------ sampling
+    def predict_step(self, batch: Any, batch_idx: int) -> list[str]:
+        """``polydiff predict``: one generated text per item of the batch (unconditional, seed = batch index)."""
+        return self.sample_texts(len(batch), seed=batch_idx)
+
     def sample_texts(self, n: int, seed: int = 0, sampler: CategoricalSamplerConfig | None = None,
                      length: int | None = None) -> list[str]:
         """``n`` unconditional samples of ``length`` tokens (default ``max_len``), decoded."""

@@ -177,9 +177,23 @@ class TimeSeriesImputation(DiffusionModule):
         samples = torch.cat(out, dim=0)
         return cond_mask * z + (1 - cond_mask) * samples
 
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """``polydiff predict``: the batch's windows with every missing value imputed (data scale, ``[B, K, L]``):
+        ``median``, ``q05`` and ``q95`` of ``eval_samples`` imputations; observed values come back unchanged."""
+        values, observed = batch["values"], batch["observed"]
+        z = self.normalise(values, observed)
+        samples = self.denormalise(self.impute(z, observed, self.hparams.eval_samples, seed=batch_idx)).double()
+        q = torch.quantile(samples, torch.tensor([0.5, 0.05, 0.95], dtype=samples.dtype, device=samples.device), dim=0)
+        return {"median": q[0].cpu(), "q05": q[1].cpu(), "q95": q[2].cpu(), "observed": observed.cpu()}
+
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_start(self) -> None:
+        # every (setting, method) exists from the start: under DDP a rank may get no test batch, and the sums over ranks
+        # need the same keys on every rank
         self._scores = defaultdict(ImputationScore)
+        for setting in EVAL_SETTINGS:
+            for method in ("model", *CONTROLS):
+                self._scores[(setting, method)] = ImputationScore()
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None and hasattr(dm, "table_meta"):
             ours, theirs = self._require_meta()["columns"], dm.table_meta()["columns"]
