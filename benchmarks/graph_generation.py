@@ -63,7 +63,8 @@ def fmt(v: float) -> str:
 
 
 def section(name: str, recipe: str, m: dict, info: str, seconds: float) -> str:
-    lines = [f"### {name}", "", f"Checkpoint: {info}; `polydiff test` took {seconds / 60:.1f} min "
+    lines = [f"### {name}", "", f"Measured {datetime.date.today().isoformat()}. Checkpoint: {info}; `polydiff test` took "
+             f"{seconds / 60:.1f} min "
              f"({int(m.get('num_generated', 0))} sampled graphs, {m.get('mean_nodes', float('nan')):.1f} nodes and "
              f"{m.get('mean_edges', float('nan')):.1f} edges on average; test graphs: "
              f"{m.get('test_mean_edges', float('nan')):.1f} edges).", "",
@@ -82,6 +83,30 @@ def section(name: str, recipe: str, m: dict, info: str, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _commands(header: str) -> list[str]:
+    """The lines of the first fenced block of ``header`` (the reproduce commands)."""
+    parts = header.split("```")
+    return [line for line in parts[1].strip("\n").splitlines() if line.strip()] if len(parts) >= 3 else []
+
+
+def merge(old: str, header: str, parts: list[str], command: str) -> tuple[str, list[str]]:
+    """The new header (today's date) with the old document's reproduce commands kept before ``command``, and the old
+    document's ``### `` sections with those of ``parts`` replaced (same title) or added before any hand-written notes."""
+    chunks = old.split("\n### ")
+    old_parts = ["### " + c for c in chunks[1:]]
+    title = lambda part: part.split("\n", 1)[0]  # noqa: E731
+    new = {title(p): p for p in parts}
+    kept = [new.pop(title(p), p) for p in old_parts]
+    notes = [p for p in kept if title(p).startswith("### Notes")]
+    merged = [p for p in kept if p not in notes] + list(new.values()) + notes
+    commands = [c for c in _commands(chunks[0]) if c != command] + [command]
+    fences = header.split("```")
+    if len(fences) >= 3:
+        fences[1] = "\n" + "\n".join(commands) + "\n"
+        header = "```".join(fences)
+    return header, [p.rstrip("\n") + "\n" for p in merged]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--community_small", help="checkpoint of recipes/graph/community_small.yaml")
@@ -89,6 +114,9 @@ def main() -> None:
     parser.add_argument("--sbm", help="checkpoint of recipes/graph/sbm.yaml")
     parser.add_argument("--out", default="benchmarks/out/graph", help="folder for the test runs")
     parser.add_argument("--doc", default="docs/benchmarks/graph.md", help="markdown file to write")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the doc's other sections (and its reproduce commands); replace or add only the "
+                             "sections of the checkpoints given")
     args = parser.parse_args()
     torch.set_num_threads(1)
     command = "python benchmarks/graph_generation.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
@@ -110,8 +138,8 @@ def main() -> None:
         parser.error("give at least one checkpoint")
     header = f"""## Graph generation (DiGress-style discrete diffusion)
 
-Measured {datetime.date.today().isoformat()} on {platform.machine()} CPU ({os.cpu_count()} cores shared with other
-jobs, no GPU), polydiff's graph domain: marginal categorical diffusion of node and edge types (T = 500, cosine), a
+Last updated {datetime.date.today().isoformat()} (each section gives its own date) on {platform.machine()} CPU
+({os.cpu_count()} cores shared with other jobs, no GPU), polydiff's graph domain: marginal categorical diffusion of node and edge types (T = 500, cosine), a
 graph transformer with cycle and spectral features of the noisy graph (sizes and sampler below, per recipe). MMD²
 is the biased estimate of GraphRNN's evaluation between the sampled graphs and the held-out test
 graphs (orbit counts: ORCA's 15 orbits on up to 4 nodes, Gaussian kernel, sigma 30). The Erdős–Rényi control draws
@@ -125,8 +153,11 @@ Reproduce (after training):
 {command}
 ```
 """
-    Path(args.doc).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.doc).write_text(header + "\n" + "\n".join(parts))
+    doc = Path(args.doc)
+    if args.merge and doc.is_file():
+        header, parts = merge(doc.read_text(), header, parts, command)
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(header + "\n" + "\n".join(parts))
     print(f"wrote {args.doc}\nreproduce with:\n  {command}")
 
 

@@ -199,5 +199,5 @@ class TimeSeriesDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """``polydiff predict`` imputes the missing values of the test windows."""
-        return DataLoader(self.datasets[2], batch_size=self.batch_size, num_workers=self.num_workers)
+        return self.test_dataloader()
 

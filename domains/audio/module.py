@@ -233,7 +233,7 @@ class VocoderModule(DiffusionModule):
     def on_test_epoch_end(self) -> None:
         keys = ["seconds", "clips", "diffwave_time", "griffinlim_time"] + [
             f"{name}_{m}" for name in ("diffwave", "griffinlim") for m in ("logmel_l1", "mrstft", "si_sdr", "periodicity")]
-        # every rank takes part in the sum, also one that got no test batch under DDP
+        # the same keys on every rank (the sum over ranks is a collective)
         tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in keys})
         if tot["clips"] == 0:
             return

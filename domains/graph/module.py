@@ -227,8 +227,9 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         return graphs
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[nx.Graph]:
-        """``polydiff predict``: one generated graph per graph of the batch (networkx, seed = batch index)."""
-        return self.sample_graphs(int(batch.num_graphs), seed=batch_idx)
+        """``polydiff predict``: one unconditional sample (networkx) per graph of the batch (the graphs only set the
+        count); the seed differs per batch and per process."""
+        return self.sample_graphs(int(batch.num_graphs), seed=batch_idx * self.trainer.world_size + self.global_rank)
 
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:

@@ -184,8 +184,9 @@ class TextDiffusion(DiscreteDiffusionModule):
 
     # ------------------------------------------------------------------ sampling
     def predict_step(self, batch: Any, batch_idx: int) -> list[str]:
-        """``polydiff predict``: one generated text per item of the batch (unconditional, seed = batch index)."""
-        return self.sample_texts(len(batch), seed=batch_idx)
+        """``polydiff predict``: one unconditional sample per item of the batch (the items only set the count); the seed
+        differs per batch and per process."""
+        return self.sample_texts(len(batch), seed=batch_idx * self.trainer.world_size + self.global_rank)
 
     def sample_texts(self, n: int, seed: int = 0, sampler: CategoricalSamplerConfig | None = None,
                      length: int | None = None) -> list[str]:

@@ -184,12 +184,12 @@ class TimeSeriesImputation(DiffusionModule):
         z = self.normalise(values, observed)
         samples = self.denormalise(self.impute(z, observed, self.hparams.eval_samples, seed=batch_idx)).double()
         q = torch.quantile(samples, torch.tensor([0.5, 0.05, 0.95], dtype=samples.dtype, device=samples.device), dim=0)
+        q = torch.where(observed.bool(), values.to(q.dtype), q)  # observed values exactly as given
         return {"median": q[0].cpu(), "q05": q[1].cpu(), "q95": q[2].cpu(), "observed": observed.cpu()}
 
     # ------------------------------------------------------------------ evaluation
     def on_test_epoch_start(self) -> None:
-        # every (setting, method) exists from the start: under DDP a rank may get no test batch, and the sums over ranks
-        # need the same keys on every rank
+        # every (setting, method) exists from the start, so the sums over ranks see the same keys on every rank
         self._scores = defaultdict(ImputationScore)
         for setting in EVAL_SETTINGS:
             for method in ("model", *CONTROLS):
