@@ -17,10 +17,11 @@ DDP = ["--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.stra
        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-def _run(args: list[str]) -> None:
+def _run(args: list[str], returncode: int = 0) -> str:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     res = subprocess.run([POLYDIFF, *args], capture_output=True, text=True, env=env, timeout=600)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == returncode, res.stderr[-2000:]
+    return res.stdout + res.stderr
 
 
 @pytest.mark.slow
@@ -53,3 +54,7 @@ def test_audio_test_on_two_processes_counts_each_clip_once(tmp_path):
     report = json.loads(next((tmp_path / "test").rglob("metrics.json")).read_text())
     assert report["clips"] == 3
     assert abs(report["audio_seconds"] - 3 * 16384 / 16000) < 1e-6
+    # one clip for two processes: a clear error instead of a process without a batch
+    small[-1] = "1"
+    out = _run(["test", *small, *DDP, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "t1")], 2)
+    assert "the evaluation split has 1 items, fewer than the 2 processes" in out
