@@ -28,10 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MMDS = [("degree_mmd", "degree"), ("clustering_mmd", "clustering"), ("spectrum_mmd", "spectrum"), ("orbit_mmd", "orbits")]
 
 
+def recipe_model_args(recipe: str) -> dict:
+    return yaml.safe_load((ROOT / "recipes" / "graph" / f"{recipe}.yaml").read_text())["model"]["init_args"]
+
+
 def recipe_sampler(recipe: str) -> dict:
     """The recipe's sampler settings (a checkpoint stores the sampler it was trained with; the benchmark uses the recipe's)."""
-    config = yaml.safe_load((ROOT / "recipes" / "graph" / f"{recipe}.yaml").read_text())
-    return config["model"]["init_args"]["sampler"]
+    return recipe_model_args(recipe)["sampler"]
 
 
 def run_test(recipe: str, ckpt: str, out: Path) -> dict:
@@ -39,8 +42,10 @@ def run_test(recipe: str, ckpt: str, out: Path) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     sampler = recipe_sampler(recipe)
+    # the recipe's sampler and validity test, not the ones stored in the checkpoint
     main(["test", "--config", str(ROOT / "recipes" / "graph" / f"{recipe}.yaml"), "--ckpt_path", ckpt,
           "--model.sampler.name", str(sampler["name"]), "--model.sampler.steps", str(sampler["steps"]),
+          "--model.validity", str(recipe_model_args(recipe).get("validity", "none")),
           "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false"])
     found = sorted(out.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     if not found:
@@ -124,7 +129,8 @@ def main() -> None:
                                 "clustering)",
              "planar": "Planar (Delaunay, 32 nodes, 200 graphs; SPECTRE / DiGress kernels: TV); validity = connected "
                        "and planar",
-             "sbm": "Stochastic block model (2-4 blocks of 8-16 nodes, 200 graphs; TV kernels); validity = connected"}
+             "sbm": "Stochastic block model (2-4 blocks of 8-16 nodes, 200 graphs; TV kernels); validity = SPECTRE's "
+                    "block-model test (Louvain blocks)"}
     parts = []
     for recipe in ("community_small", "planar", "sbm"):
         ckpt = getattr(args, recipe)

@@ -115,3 +115,36 @@ def test_planar_validity_uniqueness():
     assert out["unique"] == pytest.approx(6 / 7)       # the copy of planar[0] repeats it
     assert out["novel"] == pytest.approx(5 / 7)        # planar[0] and its copy are in the training set
     assert out["vun"] == pytest.approx(3 / 7)          # planar[1..3]
+
+
+def _two_blocks(intra_edges: int, inter_edges: int, seed: int = 0) -> nx.Graph:
+    """Two blocks of 10 nodes with exactly these edge counts within each block and between them, connected."""
+    rng = np.random.default_rng(seed)
+    while True:
+        g = nx.Graph()
+        g.add_nodes_from(range(20))
+        for block in (range(10), range(10, 20)):
+            pairs = [(u, v) for u in block for v in block if u < v]
+            g.add_edges_from(pairs[i] for i in rng.choice(len(pairs), intra_edges, replace=False))
+        between = [(u, v) for u in range(10) for v in range(10, 20)]
+        g.add_edges_from(between[i] for i in rng.choice(len(between), inter_edges, replace=False))
+        if nx.is_connected(g):
+            return g
+
+
+def test_sbm_validity_follows_the_block_model_test():
+    from polydiff.datasets.graphs import generate_sbm
+    from polydiff.domains.graph.metrics import is_valid, sbm_pvalue
+
+    # densities exactly at the model's (22.5 of 45 pairs -> 22; 2 of 100 pairs): Wald statistics near 0, p near 1
+    exact = _two_blocks(22, 2)
+    assert sbm_pvalue(exact) > 0.95 and is_valid(exact, "sbm")
+    # dense blocks (40 of 45 pairs): W = (0.89 - 0.5)^2 / (0.89 * 0.11) = 1.55 on the diagonal -> invalid
+    assert not is_valid(_two_blocks(40, 2), "sbm")
+    assert sbm_pvalue(nx.path_graph(20)) == 0.0  # one long chain: not 2-4 blocks of 8-16 nodes, or far from p_in
+    # the data's own graphs mostly pass; Erdős–Rényi graphs of the same density never do (measured: 0.72 and 0)
+    train = generate_sbm(60, seed=0)
+    rng = np.random.default_rng(1)
+    er = [nx.gnp_random_graph(g.number_of_nodes(), nx.density(g), seed=int(rng.integers(2**31))) for g in train]
+    assert np.mean([is_valid(g, "sbm") for g in train]) > 0.5
+    assert np.mean([is_valid(g, "sbm") for g in er]) == 0.0

@@ -59,7 +59,8 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         k_eigenvalues: first non-zero Laplacian eigenvalues of the noisy graph given to the network.
         dropout: dropout inside the transformer layers.
         edge_weight: weight of the edge terms in the loss (DiGress: 5).
-        validity: what a valid generated graph is: planar (connected and planar, for planar data), connected, or none.
+        validity: what a valid generated graph is: planar (connected and planar, for planar data), sbm (SPECTRE's
+            block-model test, for the SBM data), connected, or none.
         mmd_kernel: histogram kernel of the degree / clustering MMDs: emd (GraphRNN, GDSS) or tv (SPECTRE, DiGress).
         orbits: also report the 4-node orbit MMD (O(n^4) per graph, fine up to ~64 nodes).
         num_eval_samples: graphs sampled by ``polydiff test`` (0: as many as there are test graphs).
@@ -84,7 +85,7 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         k_eigenvalues: int = 5,
         dropout: float = 0.0,
         edge_weight: float = 5.0,
-        validity: Literal["planar", "connected", "none"] = "none",
+        validity: Literal["planar", "sbm", "connected", "none"] = "none",
         mmd_kernel: Literal["emd", "tv"] = "emd",
         orbits: bool = True,
         num_eval_samples: int = 0,
