@@ -145,9 +145,10 @@ def main() -> None:
     header = f"""## Graph generation (DiGress-style discrete diffusion)
 
 Last updated {datetime.date.today().isoformat()} (each section gives its own date) on {platform.machine()} CPU
-({os.cpu_count()} cores shared with other jobs, no GPU), polydiff's graph domain: marginal categorical diffusion of node and edge types (T = 500, cosine), a
-graph transformer with cycle and spectral features of the noisy graph (sizes and sampler below, per recipe). MMD²
-is the biased estimate of GraphRNN's evaluation between the sampled graphs and the held-out test
+({os.cpu_count()} cores shared with other jobs, no GPU), polydiff's graph domain: marginal categorical diffusion of
+node and edge types (T = 500, cosine), a graph transformer with cycle and spectral features of the noisy graph
+(sizes and sampler below, per recipe). MMD² is the biased estimate of GraphRNN's evaluation between the sampled
+graphs and the held-out test
 graphs (orbit counts: ORCA's 15 orbits on up to 4 nodes, Gaussian kernel, sigma 30). The Erdős–Rényi control draws
 G(n, p) with the training graphs' mean density and node counts from the training histogram; the floor compares the
 training graphs themselves with the test graphs (their novelty is 0 by definition). Trained with

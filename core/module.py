@@ -246,7 +246,7 @@ class DiffusionModule(L.LightningModule):
         """Samples of ``shape`` (in the diffused space; domains decode them) from a fixed seed.
 
         ``denoiser`` replaces :attr:`denoiser` for this call, e.g. a wrapper that projects its ``x0`` estimate onto a
-        constraint (the audio domain's GLA-Grad consistency).
+        measurement constraint.
         """
         cfg = sampler or self.sampler_config
         gen = torch.Generator().manual_seed(seed)
@@ -254,7 +254,8 @@ class DiffusionModule(L.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            x = sample(denoiser if denoiser is not None else self.denoiser, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
+            model = denoiser if denoiser is not None else self.denoiser
+            x = sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
                        progress=progress, x_init=x_init, sigma_data=self.diffusion_config.sigma_data)
         finally:
             self.train(was_training)

@@ -183,7 +183,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
             flag = "val_fraction" if role == 1 else "test_fraction"
             raise PolydiffError(f"no {name} windows: raise --data.{flag} above 0")
         sampler = evaluation_sampler(ds) if role == 2 else None
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler, num_workers=self.num_workers,
+        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+                          num_workers=self.num_workers,
                           drop_last=False)
 
     def train_dataloader(self) -> DataLoader:

@@ -231,8 +231,9 @@ class VocoderModule(DiffusionModule):
         self._test_rows.append({k: v.detach().cpu().double() for k, v in row.items()})
 
     def on_test_epoch_end(self) -> None:
+        metric_names = ("logmel_l1", "mrstft", "si_sdr", "periodicity")
         keys = ["seconds", "clips", "diffwave_time", "griffinlim_time"] + [
-            f"{name}_{m}" for name in ("diffwave", "griffinlim") for m in ("logmel_l1", "mrstft", "si_sdr", "periodicity")]
+            f"{name}_{m}" for name in ("diffwave", "griffinlim") for m in metric_names]
         # the same keys on every rank (the sum over ranks is a collective)
         tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in keys})
         if tot["clips"] == 0:
