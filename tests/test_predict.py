@@ -57,3 +57,21 @@ def test_timeseries_predict_fills_only_the_missing_values():
         assert torch.isfinite(out[key]).all()
         assert torch.allclose(out[key][observed].float(), batch["values"][observed].float(), atol=1e-4)
     assert (out["q05"] <= out["median"] + 1e-9).all() and (out["median"] <= out["q95"] + 1e-9).all()
+
+
+def test_text_and_graph_predict_return_one_sample_per_item():
+    import networkx as nx
+
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         limit_predict_batches=1)
+    model, dm = _from_recipe("text/absorbing.yaml", "--model.sampler.steps", "4")
+    (texts,) = trainer.predict(model, dm)
+    batch = next(iter(dm.predict_dataloader()))
+    assert len(texts) == len(batch) and all(isinstance(t, str) for t in texts)
+    model, dm = _from_recipe("graph/community_small.yaml", "--model.sampler.steps", "2", "--model.layers", "1")
+    (graphs,) = trainer.predict(model, dm)
+    batch = next(iter(dm.predict_dataloader()))
+    assert len(graphs) == batch.num_graphs
+    assert all(isinstance(g, nx.Graph) and nx.number_of_selfloops(g) == 0 for g in graphs)
+    # node counts come from the training histogram of community-small (12-20 nodes)
+    assert all(12 <= g.number_of_nodes() <= 20 for g in graphs)
