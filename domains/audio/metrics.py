@@ -17,6 +17,8 @@ import torch
 import torchaudio
 from torch import Tensor
 
+from polydiff.domains.audio.consistency import linear_magnitude
+
 #: (n_fft, hop, win) of Parallel WaveGAN's multi-resolution STFT loss
 MR_STFT_RESOLUTIONS = ((512, 50, 240), (1024, 120, 600), (2048, 240, 1200))
 
@@ -59,13 +61,9 @@ def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
 
 def griffin_lim(features, log_mel: Tensor, samples: int, n_iter: int = 32, seed: int = 0) -> Tensor:
     """Waveforms ``[B, 1, samples]`` from natural-log magnitude mels ``[B, n_mels, F]`` by mel inversion + Griffin-Lim."""
-    mel_tf = features.mel
-    inv = torchaudio.transforms.InverseMelScale(
-        n_stft=features.n_fft // 2 + 1, n_mels=features.n_mels, sample_rate=features.sample_rate,
-        f_min=mel_tf.f_min, f_max=mel_tf.f_max, norm="slaney", mel_scale="slaney").to(log_mel.device)
     gl = torchaudio.transforms.GriffinLim(n_fft=features.n_fft, n_iter=n_iter, hop_length=features.hop_length,
                                           power=1.0, length=samples).to(log_mel.device)
-    mag = inv(log_mel.float().exp())
+    mag = linear_magnitude(features, log_mel)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # GriffinLim's random initial phase
         wave = gl(mag)
