@@ -330,7 +330,8 @@ class ImageDiffusion(DiffusionModule):
         world, rank = self.trainer.world_size, self.trainer.global_rank
         if world == 1:
             return self.sample_images(n, classes, seed=0, progress=True)
-        idx = torch.arange(rank, n + world - n % world if n % world else n, world)  # equal count on every rank
+        per_rank = -(-n // world)  # ceil: the same count on every rank, the surplus is dropped after the gather
+        idx = torch.arange(rank, per_rank * world, world)
         mine = self.sample_images(len(idx), None if classes is None else classes[idx % n], seed=rank,
                                   progress=rank == 0)
         gathered = self.all_gather(mine.to(self.device)).cpu()  # [W, k, C, H, W]: gathered[r, j] is image j * W + r
