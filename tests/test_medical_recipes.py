@@ -64,6 +64,7 @@ def test_synthesis_fit_test_sample_end_to_end(tmp_path):
     reference = SliceDataModule().reference_geometry()["affine"]  # the template's grid at 4 x 4 x 1 mm
     assert written.shape == (48, 56, 1) and np.allclose(written.affine, reference)
     assert nib.aff2axcodes(written.affine) == ("R", "A", "S")
+    assert written.get_data_dtype() == np.uint8  # the template's header (uint8, 0..255) came through the checkpoint
 
 
 @pytest.mark.parametrize("recipe,keys", [

@@ -139,7 +139,7 @@ class MedicalDiffusion(DiffusionModule):
                                 f"--model.spatial_dims={self.spatial_dims}, --model.item_size={list(self.item_size)}; "
                                 "set the model's to the data's")
         self._data = datamodule
-        if self.trainer.state.fn == "fit":
+        if self._trainer is None or self.trainer.state.fn == "fit":  # tests keep the grid of the checkpoint
             self.set_reference_geometry(datamodule.reference_geometry())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -163,9 +163,10 @@ class MedicalDiffusion(DiffusionModule):
     def reference_geometry(self) -> dict[str, Any]:
         """The geometry of generated items (as :meth:`MedicalData.reference_geometry`), from the checkpoint."""
         raw = self.reference_header.cpu().numpy().tobytes()
-        size = int(np.frombuffer(raw[:4], "<i4")[0]) if raw[:4] != b"\0\0\0\0" else 0
-        size = size if size in (348, 540) else int(np.frombuffer(raw[:4], ">i4")[0])
-        return {"affine": self.reference_affine.cpu().numpy(), "header": raw[:size] if size in (348, 540) else None,
+        # a NIfTI header starts with its own size (348 or 540) in the file's byte order; zeros: no header stored
+        size = next((s for s in (int.from_bytes(raw[:4], "little"), int.from_bytes(raw[:4], "big")) if s in (348, 540)),
+                    0)
+        return {"affine": self.reference_affine.cpu().numpy(), "header": raw[:size] if size else None,
                 "axcodes": None, "intensity_range": tuple(self.reference_intensity.cpu().tolist())}
 
     @staticmethod
