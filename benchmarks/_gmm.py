@@ -63,6 +63,7 @@ class MixtureDenoiser:
     def __init__(self, gmm: GaussianMixture, process: NoiseProcess | None = None):
         self.gmm = gmm
         self.process = process or VarianceExploding()
+        self.sigma_data = 0.0  # samplers are started by the caller; 0 would treat the start as pure noise
         self.calls = 0
 
     def __call__(self, x: Tensor, logsnr: Tensor, cond=None) -> Tensor:

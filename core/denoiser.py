@@ -15,9 +15,12 @@ from polydiff.core.utils import append_dims
 
 
 class Denoiser(Protocol):
-    """``model(x_t, logsnr, cond) -> x0_hat`` with ``logsnr`` of shape ``[B]``; ``model.process`` gives alpha and sigma."""
+    """``model(x_t, logsnr, cond) -> x0_hat`` with ``logsnr`` of shape ``[B]``; ``model.process`` gives alpha and sigma,
+    ``model.sigma_data`` the standard deviation of the data it denoises (samplers start from the marginal of ``x_t``
+    at the first grid level, ``alpha^2 sigma_data^2 + sigma^2``; 0 treats the start as pure noise)."""
 
     process: NoiseProcess
+    sigma_data: float
 
     def __call__(self, x: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor: ...
 
@@ -38,6 +41,7 @@ class NetworkDenoiser(nn.Module):
         self.network = network
         self.process = process
         self.prediction = P.check_prediction(prediction)
+        self._target = P.prediction_by_name(prediction)
         self.sigma_data = float(sigma_data)
 
     def network_output(self, x_t: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor:
@@ -52,4 +56,5 @@ class NetworkDenoiser(nn.Module):
         logsnr = logsnr.to(device=x.device, dtype=torch.float64)
         out = self.network_output(x, logsnr, cond)
         alpha, sigma = self.process.alpha_sigma(logsnr)
-        return P.to_x0(self.prediction, out, x, alpha, sigma, self.sigma_data)
+        a, s = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
+        return self._target.to_x0(out.double(), x.double(), a, s, self.sigma_data)

@@ -15,8 +15,11 @@ from torch import Tensor
 from polydiff.core.processes import LOGSNR_LIMIT, NoiseProcess
 from polydiff.core.utils import PolydiffError
 
-GridKind = Literal["karras", "uniform_logsnr", "uniform_t"]
-FinalStep = Literal["zero", "min", "denoise"]
+#: step grid kinds and final-step policies: the one source of these names
+GRID_KINDS: tuple[str, ...] = ("karras", "uniform_logsnr", "uniform_t")
+FINAL_STEPS: tuple[str, ...] = ("zero", "min", "denoise")
+GridKind = Literal[GRID_KINDS]  # type: ignore[valid-type]
+FinalStep = Literal[FINAL_STEPS]  # type: ignore[valid-type]
 
 
 def logsnr_bounds(process: NoiseProcess, sigma_min: float, sigma_max: float | None) -> tuple[float, float]:
@@ -43,8 +46,10 @@ def make_grid(
     """Increasing float64 log-SNRs with ``steps + 1`` entries (see module docstring)."""
     if steps < 1:
         raise PolydiffError(f"steps must be at least 1, got {steps}")
-    if final_step not in ("zero", "min", "denoise"):
-        raise PolydiffError(f"unknown final_step {final_step!r}; choose zero, min or denoise")
+    if final_step not in FINAL_STEPS:
+        raise PolydiffError(f"unknown final_step {final_step!r}; choose one of {list(FINAL_STEPS)}")
+    if kind not in GRID_KINDS:
+        raise PolydiffError(f"unknown step grid {kind!r}; choose one of {list(GRID_KINDS)}")
     lo, hi = logsnr_bounds(process, sigma_min, sigma_max)
     to_zero = final_step == "zero"
     n = steps if to_zero else steps + 1  # finite points
@@ -56,7 +61,7 @@ def make_grid(
         lam = -2 * torch.log(sig)
     elif kind == "uniform_logsnr":
         lam = torch.linspace(lo, hi, n, dtype=torch.float64) if n > 1 else torch.tensor([lo], dtype=torch.float64)
-    elif kind == "uniform_t":
+    else:  # uniform_t
         t_start = float(process.t_of_logsnr(torch.tensor(lo)))
         t_end = 0.0 if to_zero else float(process.t_of_logsnr(torch.tensor(hi)))
         t = torch.linspace(t_start, t_end, steps + 1, dtype=torch.float64)
@@ -65,8 +70,6 @@ def make_grid(
         if to_zero:
             lam[-1] = math.inf
         return lam
-    else:
-        raise PolydiffError(f"unknown step grid {kind!r}; choose karras, uniform_logsnr or uniform_t")
     if to_zero:
         lam = torch.cat([lam, torch.tensor([math.inf], dtype=torch.float64)])
     return lam

@@ -20,6 +20,7 @@ class ClassifierFreeGuidance:
         self.scale = float(scale)
         self.null_cond = null_cond
         self.process = model.process
+        self.sigma_data = model.sigma_data
 
     def __call__(self, x: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor:
         cond_x0 = self.model(x, logsnr, cond)

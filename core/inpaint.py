@@ -42,12 +42,13 @@ def inpaint(
     grid: str = "uniform_logsnr",
     sigma_min: float = 0.002,
     sigma_max: float | None = 80.0,
-    sigma_data: float = 0.0,
 ) -> Tensor:
     """Samples that agree with ``known`` where ``mask == 1`` (float64, same shape as ``known``).
 
     Args:
-        model: the denoiser (possibly wrapped in classifier-free guidance).
+        model: the denoiser (possibly wrapped in classifier-free guidance); the start noise has the marginal variance
+            ``alpha^2 sigma_data^2 + sigma^2`` of the first grid level with the denoiser's ``sigma_data`` (as
+            :func:`polydiff.core.sampling.sample`).
         known: the observed data in the model's data space; entries under ``mask == 0`` are ignored.
         mask: 1 for known entries, 0 for entries to generate; broadcastable to ``known``.
         steps: number of reverse steps of the ancestral sampler.
@@ -57,8 +58,6 @@ def inpaint(
         grid: step grid kind (see :mod:`polydiff.core.grids`).
         sigma_min: smallest noise level of the grid (VE units).
         sigma_max: largest noise level (VE units; None: the process's prior end).
-        sigma_data: standard deviation of the data: the start noise has the marginal variance
-            ``alpha^2 sigma_data^2 + sigma^2`` of the first grid level (as :func:`polydiff.core.sampling.sample`).
     """
     if resample < 1:
         raise PolydiffError(f"resample must be at least 1, got {resample}")
@@ -71,7 +70,7 @@ def inpaint(
     lams = make_grid(process, steps, grid, "zero", sigma_min, sigma_max)
     gen_device = generator.device if generator is not None else "cpu"
     x = torch.randn(known.shape, generator=generator, dtype=torch.float64, device=gen_device).to(device)
-    x = x * process.prior_std(lams[0], sigma_data).to(device)
+    x = x * process.prior_std(lams[0], model.sigma_data).to(device)
     for i in range(steps):
         lt, ls = lams[i], lams[i + 1]
         passes = 1 if torch.isinf(ls) else resample  # the step to clean data is not resampled

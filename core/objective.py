@@ -8,18 +8,22 @@ own target, rescaled by ``w(lambda) / w_implicit(lambda)``; the ratio is formed 
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polydiff.core.parameterization import implicit_log_weight
+from polydiff.core.denoiser import NetworkDenoiser
+from polydiff.core.parameterization import PREDICTIONS, implicit_log_weight, target
 from polydiff.core.processes import LOGSNR_LIMIT, NoiseProcess
 from polydiff.core.utils import PolydiffError
 
-TimeSampling = Literal["uniform", "log_normal", "logit_normal"]
-Weighting = Literal["native", "eps", "x0", "v", "min_snr", "edm", "velocity"]
+TIME_SAMPLINGS: tuple[str, ...] = ("uniform", "log_normal", "logit_normal")
+TimeSampling = Literal[TIME_SAMPLINGS]  # type: ignore[valid-type]
+#: ``native`` (the network's own target), the MSE of any prediction target, or Min-SNR-gamma
+WEIGHTINGS: tuple[str, ...] = ("native", *PREDICTIONS, "min_snr")
+Weighting = Literal[WEIGHTINGS]  # type: ignore[valid-type]
 
 
 def sample_logsnr(
@@ -52,7 +56,7 @@ def sample_logsnr(
         z = torch.randn(n, generator=generator, dtype=torch.float64)
         lam = process.logsnr(torch.sigmoid(loc + scale * z))
     else:
-        raise PolydiffError(f"unknown time sampling {kind!r}; choose uniform, log_normal or logit_normal")
+        raise PolydiffError(f"unknown time sampling {kind!r}; choose one of {list(TIME_SAMPLINGS)}")
     return lam.clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT).to(device)
 
 
@@ -68,11 +72,11 @@ def weighting_log_weight(kind: str, logsnr: Tensor, prediction: str, sigma_data:
     lam = logsnr.double()
     if kind == "native":
         return implicit_log_weight(prediction, lam, sigma_data)
-    if kind in ("eps", "x0", "v", "velocity", "edm"):
+    if kind in PREDICTIONS:
         return implicit_log_weight(kind, lam, sigma_data)
     if kind == "min_snr":
         return torch.clamp(math.log(min_snr_gamma) - lam, max=0.0)
-    raise PolydiffError(f"unknown loss weighting {kind!r}; choose one of native, eps, x0, v, velocity, min_snr, edm")
+    raise PolydiffError(f"unknown loss weighting {kind!r}; choose one of {list(WEIGHTINGS)}")
 
 
 def loss_weight(kind: str, logsnr: Tensor, prediction: str, sigma_data: float, min_snr_gamma: float) -> Tensor:
@@ -109,3 +113,15 @@ class ObjectiveConfig:
     weighting: Weighting = "native"
     min_snr_gamma: float = 5.0
     cond_dropout: float = 0.0
+
+
+def denoising_loss(denoiser: NetworkDenoiser, x0: Tensor, noise: Tensor, logsnr: Tensor, cond: Any = None,
+                   mask: Tensor | None = None, weighting: str = "native", min_snr_gamma: float = 5.0) -> Tensor:
+    """Per-item loss ``[B]`` of one batch at the given log-SNRs: the (masked) MSE of the network's own target for
+    ``x_t = alpha x0 + sigma noise``, rescaled so that the total has the requested ``weighting`` in the eps frame."""
+    x_t = denoiser.process.add_noise(x0, noise, logsnr)
+    out = denoiser.network_output(x_t, logsnr, cond)
+    alpha, sigma = denoiser.process.alpha_sigma(logsnr)
+    tgt = target(denoiser.prediction, x0, noise, alpha, sigma, denoiser.sigma_data)
+    w = loss_weight(weighting, logsnr, denoiser.prediction, denoiser.sigma_data, min_snr_gamma)
+    return masked_mse(out, tgt, mask) * w.to(out.dtype)

@@ -17,6 +17,7 @@ can be sampled on any grid of its own family.
 import inspect
 import math
 from abc import ABC, abstractmethod
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -138,7 +139,8 @@ class VPLinear(VariancePreserving):
 
 
 class VPCosine(VariancePreserving):
-    """Cosine schedule (Nichol & Dhariwal 2021) without the offset: ``alpha = cos(pi t / 2)``, ``lambda = -2 log tan(pi t / 2)``."""
+    """Cosine schedule (Nichol & Dhariwal 2021) without the offset: ``alpha = cos(pi t / 2)``,
+    ``lambda = -2 log tan(pi t / 2)``."""
 
     name = "vp_cosine"
 
@@ -191,6 +193,8 @@ class RectifiedFlow(NoiseProcess):
 PROCESSES: dict[str, type[NoiseProcess]] = {
     cls.name: cls for cls in (VPLinear, VPCosine, VarianceExploding, RectifiedFlow)
 }
+#: the process names as a config type (taken from the registry: the one source)
+ProcessName = Literal[tuple(PROCESSES)]  # type: ignore[valid-type]
 
 
 def process_by_name(name: str, logsnr_shift: float = 0.0, **options: float) -> NoiseProcess:

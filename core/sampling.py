@@ -13,8 +13,8 @@ from polydiff.core.guidance import ClassifierFreeGuidance
 from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
 
-SamplerName = Literal["ddpm", "ddim", "euler", "heun", "dpmpp_2m", "dpmpp_2m_sde", "flow_euler", "dpmpp_3m",
-                      "dpmpp_3m_sde", "unipc", "dpmpp_3m_unic", "unipc_1", "unipc_3"]
+#: the sampler names, taken from the registry (the one source: a sampler added there is a valid config value here)
+SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -77,13 +77,12 @@ def sample(
     device: torch.device | str = "cpu",
     progress: bool = False,
     x_init: Tensor | None = None,
-    sigma_data: float = 0.0,
 ) -> Tensor:
     """Draw samples of ``shape`` from ``model`` with the sampler described by ``config`` (float64 result).
 
     ``null_cond`` is required when ``config.guidance != 1``. ``x_init`` (unit-variance noise) replaces the draw of the
-    start noise, e.g. to compare samplers from the same noise. ``sigma_data`` scales the start to the marginal of x_t at
-    the first grid level (see ``NoiseProcess.prior_std``).
+    start noise, e.g. to compare samplers from the same noise. The start is scaled to the marginal of x_t at the first grid
+    level for data of the denoiser's ``sigma_data`` (see ``NoiseProcess.prior_std``).
     """
     if config.guidance != 1.0:
         if null_cond is None:
@@ -96,7 +95,7 @@ def sample(
     if x_init is None:
         gen_device = generator.device if generator is not None else "cpu"
         x_init = torch.randn(shape, generator=generator, dtype=torch.float64, device=gen_device)
-    x = x_init.to(device=device, dtype=torch.float64) * model.process.prior_std(grid[0], sigma_data).to(device)
+    x = x_init.to(device=device, dtype=torch.float64) * model.process.prior_std(grid[0], model.sigma_data).to(device)
     callback = None
     bar = None
     if progress:

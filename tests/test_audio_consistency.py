@@ -7,8 +7,7 @@ import torch
 import torchaudio
 
 from polydiff.core.utils import PolydiffError
-from polydiff.domains.audio.consistency import (ProjectedDenoiser, griffin_lim_from, linear_magnitude,
-                                                mel_consistency)
+from polydiff.domains.audio.consistency import ProjectedDenoiser, griffin_lim_from, linear_magnitude, mel_consistency
 from polydiff.domains.audio.features import LogMelFeatures
 from polydiff.domains.audio.metrics import log_mel_l1, periodicity, periodicity_error
 
@@ -82,6 +81,7 @@ def test_griffin_lim_from_the_true_phase_is_a_fixed_point():
 
 class _Echo(torch.nn.Module):
     process = object()
+    sigma_data = 1.0
 
     def forward(self, x, logsnr, cond=None):
         return 2 * x

@@ -1,6 +1,7 @@
 """The common harness every sampler passes: a Gaussian target whose exact denoiser is known in closed form.
 
-For x0 ~ N(mu, Sigma) and x_t = alpha x0 + sigma eps, E[x0 | x_t] = mu + alpha Sigma (alpha^2 Sigma + sigma^2 I)^-1 (x_t - alpha mu).
+For x0 ~ N(mu, Sigma) and x_t = alpha x0 + sigma eps,
+E[x0 | x_t] = mu + alpha Sigma (alpha^2 Sigma + sigma^2 I)^-1 (x_t - alpha mu).
 A correct sampler driven by this denoiser reproduces mu and Sigma; the tolerance is stated per sampler order.
 """
 
@@ -32,8 +33,9 @@ def exact_x0(x, alpha, sigma, mu=MU):
 
 
 class GaussianDenoiser:
-    def __init__(self, process):
+    def __init__(self, process, sigma_data=0.0):
         self.process = process
+        self.sigma_data = sigma_data
 
     def __call__(self, x, logsnr, cond=None):
         a, s = self.process.alpha_sigma(logsnr)
@@ -119,7 +121,7 @@ def test_start_noise_is_the_marginal_of_a_grid_that_ends_short_of_pure_noise(sig
     variance alpha^2 sd^2 + sigma^2, and the exact ODE maps it to the closed-form moments."""
     proc = process_by_name("vp_cosine")
     cfg = SamplerConfig(name="dpmpp_2m", steps=60, grid="uniform_logsnr", sigma_max=2.0)
-    x = sample(GaussianDenoiser(proc), (20_000, 3), cfg, generator=torch.Generator().manual_seed(4), sigma_data=sigma_data)
+    x = sample(GaussianDenoiser(proc, sigma_data), (20_000, 3), cfg, generator=torch.Generator().manual_seed(4))
     mu, cov = expected_moments(proc, make_grid(proc, 60, "uniform_logsnr", sigma_max=2.0)[0], sigma_data)
     _moments_close(x, mu=mu, cov=cov)
     if sigma_data:  # and the two priors give measurably different samples (relative covariance 0.26 apart)
@@ -135,6 +137,7 @@ def test_samplers_work_on_any_rank(name):
 
     class Diag:
         process = process_by_name("flow")
+        sigma_data = 0.0
 
         def __call__(self, x, logsnr, cond=None):
             a, s = (P.append_dims(v, x.ndim) for v in self.process.alpha_sigma(logsnr))
@@ -171,6 +174,7 @@ def test_grids_are_monotone_with_the_requested_ends():
 def test_guidance_interpolates_and_needs_a_null_condition():
     class Shift:
         process = process_by_name("vp_cosine")
+        sigma_data = 0.0
 
         def __call__(self, x, logsnr, cond=None):
             return torch.zeros_like(x) + (0.0 if cond is None else cond)

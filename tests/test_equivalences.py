@@ -18,8 +18,14 @@ from torch import nn
 from polydiff.core import parameterization as P
 from polydiff.core.denoiser import NetworkDenoiser
 from polydiff.core.grids import make_grid
-from polydiff.core.processes import (RectifiedFlow, VarianceExploding, VPCosine, VPLinear, process_by_name,
-                                     sd3_shift_to_logsnr_shift)
+from polydiff.core.processes import (
+    RectifiedFlow,
+    VarianceExploding,
+    VPCosine,
+    VPLinear,
+    process_by_name,
+    sd3_shift_to_logsnr_shift,
+)
 from polydiff.core.samplers import ddim, ddim_step, ddpm, flow_euler
 from polydiff.core.utils import append_dims
 
@@ -46,6 +52,7 @@ class MixtureModel:
 
     def __init__(self, process):
         self.process = process
+        self.sigma_data = 0.0
 
     def __call__(self, x, logsnr, cond=None):
         a, s = self.process.alpha_sigma(logsnr)
@@ -78,7 +85,7 @@ def test_ddim_invariant_to_rescaling_alpha_sigma():
     for name, proc in (("base", base), ("scaled", scaled)):
         x_start = z * proc.alpha_sigma(lam[0])[1]  # pure noise in that process's scale
         trace = []
-        out = ddim(MixtureModel(proc), x_start, lam, callback=lambda i, x, x0: trace.append((x.clone(), x0.clone())))
+        out = ddim(MixtureModel(proc), x_start, lam, callback=lambda i, x, x0: trace.append((x.clone(), x0.clone())))  # noqa: B023
         states[name] = (out, trace)
     out_b, tr_b = states["base"]
     out_s, tr_s = states["scaled"]
@@ -150,6 +157,7 @@ def test_ddpm_step_equals_ddim_double_increment_then_renoise_in_distribution():
 
     class Gauss:
         process = proc
+        sigma_data = 0.0
 
         def __call__(self, x, logsnr, cond=None):
             a, s = proc.alpha_sigma(logsnr)

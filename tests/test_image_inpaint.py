@@ -15,6 +15,7 @@ class GaussianDenoiser:
     def __init__(self, cov: torch.Tensor, process: str = "vp_cosine"):
         self.cov = cov.double()
         self.process = process_by_name(process)
+        self.sigma_data = 0.0
 
     def __call__(self, x, logsnr, cond=None):
         a, s = self.process.alpha_sigma(logsnr[0])
@@ -97,6 +98,7 @@ def test_start_noise_is_the_marginal_of_the_first_level_for_data_of_std_sigma_da
 
     class Recorder:
         process = proc
+        sigma_data = 0.0
         first = None
 
         def __call__(self, x, logsnr, cond=None):
@@ -106,9 +108,8 @@ def test_start_noise_is_the_marginal_of_the_first_level_for_data_of_std_sigma_da
 
     known, mask = torch.zeros(20000, 1), torch.zeros(1, 1)
     for sigma_data in (sd, 0.0):
-        Recorder.first = None
-        inpaint(Recorder(), known, mask, steps=2, resample=1, generator=torch.Generator().manual_seed(0), sigma_max=None,
-                sigma_data=sigma_data)
+        Recorder.first, Recorder.sigma_data = None, sigma_data
+        inpaint(Recorder(), known, mask, steps=2, resample=1, generator=torch.Generator().manual_seed(0), sigma_max=None)
         lam0 = proc.logsnr_range()[0]
         a, s = proc.alpha_sigma(torch.tensor(lam0, dtype=torch.float64))
         expected = math.sqrt(float(a**2 * sigma_data**2 + s**2))

@@ -1,6 +1,7 @@
 """The higher-order samplers (DPM-Solver++ 3M, UniPC and its variants): convergence orders on a Gaussian target whose
 probability-flow ODE has a closed-form solution, identities between them, and agreement with k-diffusion and diffusers
-when those optional packages are installed (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without its dependencies)."""
+when those optional packages are installed (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without
+its dependencies)."""
 
 import math
 
@@ -24,6 +25,7 @@ class Gauss:
 
     def __init__(self, process):
         self.process = process
+        self.sigma_data = 0.0
         self.calls = 0
 
     def __call__(self, x, logsnr, cond=None):
@@ -159,6 +161,7 @@ def test_dpmpp_3m_matches_k_diffusion():
 
     class M:
         process = proc
+        sigma_data = 0.0
 
         def __call__(self, x, lam, cond=None):
             return denoise(x, torch.exp(-lam / 2))
@@ -173,7 +176,7 @@ def test_dpmpp_3m_matches_k_diffusion():
         g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
         ours = dpmpp_3m(M(), x, lam, eta=1.0, lower_order_final=False, generator=g1)
         theirs = K.sample_dpmpp_3m_sde(lambda x, s: denoise(x, s), x, sig, eta=1.0, disable=True,
-                                       noise_sampler=lambda a, b: torch.randn(x.shape, generator=g2).double())
+                                       noise_sampler=lambda a, b: torch.randn(x.shape, generator=g2).double())  # noqa: B023
         torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-10)
 
 
@@ -185,6 +188,7 @@ def test_unipc_matches_diffusers(order, variant):
 
     class M:
         process = proc
+        sigma_data = 0.0
 
         def __call__(self, x, lam, cond=None):
             return denoise(x, torch.exp(-lam / 2))

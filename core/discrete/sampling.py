@@ -31,22 +31,6 @@ ModelFn = Callable[[tuple[Tensor, ...], Tensor, Tensor], tuple[Tensor, ...]]
 Project = Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]]
 
 
-@dataclass
-class CategoricalSamplerConfig:
-    """How to sample a categorical diffusion model.
-
-    Args:
-        name: ancestral (D3PM reverse process, any transition) or absorbing_fast (same distribution, calls the network
-            only when a masked position is revealed; absorbing only).
-        steps: number of reverse steps, at most the training steps T (continuous-time models: any number).
-        guidance: classifier-free guidance scale; only 1 (no guidance) is supported for categorical models.
-    """
-
-    name: Literal["ancestral", "absorbing_fast"] = "ancestral"
-    steps: int = 1000
-    guidance: float = 1.0
-
-
 def time_grid(train_steps: int, steps: int) -> Tensor:
     """Decreasing times from 1 to 0 (float64, ``steps + 1`` values) on the training grid ``k / T`` when ``T > 0``."""
     if steps < 1:
@@ -151,6 +135,26 @@ def absorbing_fast_sample(model_fn: ModelFn, processes: Sequence[CategoricalProc
 
 
 SAMPLERS = {"ancestral": ancestral_sample, "absorbing_fast": absorbing_fast_sample}
+#: the categorical sampler names, taken from the registry
+CategoricalSamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+
+
+@dataclass
+class CategoricalSamplerConfig:
+    """How to sample a categorical diffusion model.
+
+    Args:
+        name: ancestral (D3PM reverse process, any transition) or absorbing_fast (same distribution, calls the network
+            only when a masked position is revealed; absorbing only).
+        steps: number of reverse steps, at most the training steps T (continuous-time models: any number).
+        guidance: classifier-free guidance scale; only 1 (no guidance) is supported for categorical models.
+    """
+
+    name: CategoricalSamplerName = "ancestral"
+    steps: int = 1000
+    guidance: float = 1.0
+
+
 
 
 def sample_categorical_diffusion(model_fn: ModelFn, processes: Sequence[CategoricalProcess],
@@ -170,5 +174,6 @@ def sample_categorical_diffusion(model_fn: ModelFn, processes: Sequence[Categori
                                  project=project, callback=callback)
 
 
-__all__ = ["CategoricalSamplerConfig", "ModelFn", "Project", "SAMPLERS", "absorbing_fast_sample", "ancestral_sample",
+__all__ = ["CategoricalSamplerConfig", "CategoricalSamplerName", "ModelFn", "Project", "SAMPLERS",
+           "absorbing_fast_sample", "ancestral_sample",
            "prior_sample", "sample_categorical_diffusion", "time_grid"]

@@ -118,6 +118,7 @@ class ProjectedDenoiser(nn.Module):
         super().__init__()
         self.denoiser = denoiser
         self.process = denoiser.process
+        self.sigma_data = denoiser.sigma_data
         self.decode, self.encode, self.project = decode, encode, project
 
     def forward(self, x: Tensor, logsnr: Tensor, cond: Any = None) -> Tensor:
