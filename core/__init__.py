@@ -15,8 +15,8 @@ from polydiff.core.processes import (
     VPLinear,
     process_by_name,
 )
-from polydiff.core.sampling import SamplerConfig, sample
 from polydiff.core.samplers import SAMPLERS
+from polydiff.core.sampling import SamplerConfig, sample
 from polydiff.core.utils import PolydiffError, append_dims
 
 __all__ = [

@@ -8,14 +8,44 @@
 Errors in the user's input (files, settings, checkpoints) end with one line naming the thing and the fix.
 """
 
+import re
 import sys
+import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import lightning as L
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from polydiff.core.trainer import PolydiffTrainer
 from polydiff.core.utils import PolydiffError
+
+
+class PolydiffArgumentParser(LightningArgumentParser):
+    """LightningCLI's parser whose errors are one line naming the setting, the value and the fix (jsonargparse's own
+    print the usage and a multi-line account of every type it tried)."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # a nested parser that jsonargparse tries and catches: keep its exception
+            super().error(message, ex)
+        raise PolydiffError(one_line_parse_error(message)) from None
+
+
+def one_line_parse_error(message: str) -> str:
+    """jsonargparse's error ``message`` as one line: an invalid choice names its choices; anything else keeps the first
+    line of each part."""
+    key = re.search(r'Parser key "([^"]+)"', message)
+    given = re.search(r"Given value: (.*)", message)
+    choices = re.search(r"Literal\[([^\]]*)\]", message)
+    if key and given and choices:
+        name = key.group(1).split(".")[-1]
+        return f"unknown {name} {given.group(1).strip()!r}; choose one of [{choices.group(1)}] (--{key.group(1)})"
+    noise = ("Parser key", "Does not validate against", "Subtypes:", "Errors:", "Given value type:",
+             "Expected a <class 'NoneType'>")
+    lines = [ln.strip().removeprefix("- ").strip() for ln in message.splitlines()]
+    keep = list(dict.fromkeys(ln for ln in lines if ln and not ln.startswith(noise)))
+    where = f"--{key.group(1)}: " if key else ""
+    return f"{where}{'; '.join(keep[:2]) or message.strip()} (polydiff <subcommand> --help lists the settings)"
 
 
 class PolydiffCLI(LightningCLI):
@@ -49,6 +79,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
     return PolydiffCLI(
         L.LightningModule,
         L.LightningDataModule,
+        parser_class=PolydiffArgumentParser,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_class=PolydiffTrainer,
@@ -76,6 +107,8 @@ def resolve_recipes(args: list[str]) -> list[str]:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
+    # the console script passes sys.argv on as ``args`` (after resolving packaged recipes): that is intended
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     try:
         build_cli(resolve_recipes(sys.argv[1:] if args is None else args))
     except PolydiffError as exc:

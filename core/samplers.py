@@ -55,7 +55,8 @@ def ddim(
 ) -> Tensor:
     """DDIM (Song et al. 2021, eq. 12) with stochasticity ``eta``; ``eta = 1`` is DDPM's ancestral sampler.
 
-    ``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps_hat + c z`` with ``c = eta sigma_s sqrt(1 - e^{lambda_t - lambda_s})``, the
+    ``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps_hat + c z`` with
+    ``c = eta sigma_s sqrt(1 - e^{lambda_t - lambda_s})``, the
     posterior standard deviation of q(x_s | x_t, x_0) scaled by ``eta``. Invariant to a common rescaling of (alpha, sigma).
     """
     x = x.double()

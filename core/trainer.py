@@ -1,14 +1,30 @@
 """A Lightning Trainer with polydiff's defaults and a ``sample`` entry point (``polydiff sample``)."""
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from polydiff.core.base import PolydiffModule
+from polydiff.core.discrete.sampling import SAMPLERS as CATEGORICAL_SAMPLERS
+from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
+
+#: every sampler name ``polydiff sample --sampler`` accepts (Gaussian and categorical registries: the one source);
+#: the parser checks it before any checkpoint is read, the model then checks that it fits its kind
+AnySamplerName = Literal[tuple(SAMPLERS) + tuple(CATEGORICAL_SAMPLERS)]  # type: ignore[valid-type]
+
+
+@runtime_checkable
+class ReadsInput(Protocol):
+    """A DataModule that turns ``polydiff sample --input`` (a file, or a text) into what its model's ``write_samples``
+    takes: reading the user's files is the data's job, writing native files the domain's. ``options`` are the model's
+    ``input_options()`` (e.g. the image size or time column the model was trained with)."""
+
+    def read_input(self, input: str, **options: Any) -> Any: ...
 
 
 class PolydiffTrainer(L.Trainer):
@@ -33,11 +49,11 @@ class PolydiffTrainer(L.Trainer):
 
     def sample(
         self,
-        model: Any,
-        datamodule: Any = None,
+        model: PolydiffModule,
+        datamodule: Optional[L.LightningDataModule] = None,
         ckpt_path: Optional[str] = None,
         num_samples: int = 16,
-        sampler: Optional[str] = None,
+        sampler: Optional[AnySamplerName] = None,
         steps: Optional[int] = None,
         guidance: Optional[float] = None,
         seed: int = 0,
@@ -48,7 +64,7 @@ class PolydiffTrainer(L.Trainer):
 
         Args:
             model: the model built from the config (weights come from ``ckpt_path``).
-            datamodule: unused except by domains that condition on data.
+            datamodule: reads ``input`` (its ``read_input``); unused without it.
             ckpt_path: checkpoint written by ``polydiff fit`` (its weights are the EMA weights when EMA was on).
             num_samples: number of samples to write.
             sampler: sampler name (default: the model's ``sampler.name``), e.g. ddim, heun, dpmpp_2m.
@@ -56,17 +72,24 @@ class PolydiffTrainer(L.Trainer):
             guidance: classifier-free guidance scale (default: the model's ``sampler.guidance``).
             seed: seed of every random draw.
             out: output folder.
-            input: a domain-specific input: a file to impute / vocode, or a text with blanks to fill.
+            input: a domain-specific input: a file to impute / vocode / inpaint, or a text with blanks to fill.
         """
         if ckpt_path is None:
             raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit>")
+        model.resolve_sampler(name=sampler)  # an unknown name fails here, before the checkpoint is read
         model.load_weights(ckpt_path)
         model.to(self.strategy.root_device)
         model.eval()
         cfg = model.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
         out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
+        payload = None
+        if input is not None:
+            if not isinstance(datamodule, ReadsInput):
+                raise PolydiffError(f"--input needs a DataModule that reads input files; "
+                                    f"{type(datamodule).__name__} has no read_input: set --data to the recipe's")
+            payload = datamodule.read_input(input, **model.input_options())
         with torch.no_grad():
-            paths = model.write_samples(out_dir, num_samples, cfg, seed, input)
+            paths = model.write_samples(out_dir, num_samples, cfg, seed, payload)
         print(f"wrote {len(paths)} files to {out_dir}/ ({cfg.name}, {cfg.steps} steps, guidance {cfg.guidance})")
         return paths

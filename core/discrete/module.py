@@ -3,19 +3,19 @@
 A domain subclasses :class:`DiscreteDiffusionModule`, builds its network, declares its categorical variables with
 :meth:`~DiscreteDiffusionModule.set_variables` and implements :meth:`~DiscreteDiffusionModule.encode` (batch ->
 :class:`CategoricalBatch`), :meth:`~DiscreteDiffusionModule.x0_logits` (the network call) and ``write_samples``.
-Checkpoint tagging and checks, ``load_weights``, ``report_metrics``, the optimiser and ``resolve_sampler`` are the very
-functions of ``DiffusionModule`` (shared, not copied), so ``polydiff fit / test / sample`` treat both kinds alike.
+Checkpoint tagging and checks, ``load_weights``, ``report_metrics``, the optimiser, ``connect_data`` and
+``resolve_sampler`` come from the shared base :class:`polydiff.core.base.PolydiffModule`, so ``polydiff fit / test /
+sample`` treat both kinds alike.
 """
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
-import lightning as L
 import torch
 from torch import Tensor, nn
 
+from polydiff.core.base import PolydiffModule, TrainingConfig
 from polydiff.core.discrete.objective import (
     CategoricalConfig,
     ce_term,
@@ -28,8 +28,7 @@ from polydiff.core.discrete.objective import (
     vb_term,
 )
 from polydiff.core.discrete.processes import CategoricalProcess
-from polydiff.core.discrete.sampling import CategoricalSamplerConfig, sample_categorical_diffusion
-from polydiff.core.module import DiffusionModule, TrainingConfig
+from polydiff.core.discrete.sampling import SAMPLERS, CategoricalSamplerConfig, sample_categorical_diffusion
 from polydiff.core.utils import PolydiffError, sum_across_ranks
 
 
@@ -53,7 +52,7 @@ class CategoricalBatch:
 torch.serialization.add_safe_globals([CategoricalConfig, CategoricalSamplerConfig])
 
 
-class DiscreteDiffusionModule(L.LightningModule):
+class DiscreteDiffusionModule(PolydiffModule):
     """Shared training, bound evaluation, sampling and checkpoint logic for categorical diffusion (D3PM, MDLM).
 
     Args:
@@ -62,8 +61,7 @@ class DiscreteDiffusionModule(L.LightningModule):
         training: optimiser settings and fine-tuning start point (shared with the Gaussian modules).
     """
 
-    #: domain name stored in checkpoints (see ``DiffusionModule.domain``)
-    domain: str = "generic"
+    sampler_names: ClassVar[tuple[str, ...]] = tuple(SAMPLERS)
 
     def __init__(
         self,
@@ -71,13 +69,11 @@ class DiscreteDiffusionModule(L.LightningModule):
         sampler: CategoricalSamplerConfig = CategoricalSamplerConfig(),
         training: TrainingConfig = TrainingConfig(),
     ) -> None:
-        super().__init__()
+        super().__init__(sampler, training)
         check_config(diffusion)
         if diffusion.steps > 0 and sampler.steps > diffusion.steps:
             raise PolydiffError(f"sampler.steps {sampler.steps} exceeds diffusion.steps {diffusion.steps}; lower it")
         self.diffusion_config = diffusion
-        self.sampler_config = sampler
-        self.training_config = training
         self.processes: tuple[CategoricalProcess, ...] = ()
         self.variable_weights: tuple[float, ...] = ()
         self.network: nn.Module | None = None
@@ -145,11 +141,6 @@ class DiscreteDiffusionModule(L.LightningModule):
             return cond[index.to(cond.device)]
         raise PolydiffError(f"{type(self).__name__}.select_condition must be overridden for conditions of type "
                             f"{type(cond).__name__}")
-
-    def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
-                      input: Optional[str] = None) -> list[Path]:
-        """Generate and write files native to the domain into ``out_dir``; return their paths."""
-        raise NotImplementedError
 
     def test_metrics(self) -> dict[str, float]:
         """Extra metrics of ``polydiff test`` besides the bound (e.g. sample statistics); called once per test run."""
@@ -316,12 +307,3 @@ class DiscreteDiffusionModule(L.LightningModule):
             self.train(was_training)
             if bar is not None:
                 bar.stop()
-
-    # ------------------------------------------------------------------ shared with DiffusionModule (one implementation)
-    resolve_sampler = DiffusionModule.resolve_sampler
-    configure_optimizers = DiffusionModule.configure_optimizers
-    on_fit_start = DiffusionModule.on_fit_start
-    on_save_checkpoint = DiffusionModule.on_save_checkpoint
-    on_load_checkpoint = DiffusionModule.on_load_checkpoint
-    load_weights = DiffusionModule.load_weights
-    report_metrics = DiffusionModule.report_metrics

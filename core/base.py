@@ -1,0 +1,187 @@
+"""The LightningModule base of every polydiff model, Gaussian or categorical.
+
+:class:`PolydiffModule` holds what both kinds share: the optimiser, the fine-tuning start (``training.init_from``), the
+domain tag written into checkpoints and checked when one is read, loading weights (the EMA weights when training used
+EMA), ``report_metrics`` (``metrics.json`` in the run directory), the data hook :meth:`PolydiffModule.connect_data`, and
+the entry points the ``polydiff sample`` subcommand calls (:meth:`~PolydiffModule.load_weights`,
+:meth:`~PolydiffModule.resolve_sampler`, :meth:`~PolydiffModule.write_samples`). The two kinds are subclasses:
+:class:`polydiff.core.module.DiffusionModule` (Gaussian diffusion and flow matching) and
+:class:`polydiff.core.discrete.module.DiscreteDiffusionModule` (categorical diffusion).
+"""
+
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Optional
+
+import lightning as L
+import torch
+
+from polydiff.core.utils import PolydiffError
+
+
+@dataclass
+class TrainingConfig:
+    """Optimiser and start of training.
+
+    Args:
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: linear learning-rate warm-up.
+        init_from: fine-tuning: a checkpoint whose weights initialise the model (optimiser and step count start fresh;
+            tensors whose shapes differ, e.g. a class embedding for another number of classes, are left as initialised).
+    """
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    init_from: Optional[str] = None
+
+
+torch.serialization.add_safe_globals([TrainingConfig])
+
+
+class PolydiffModule(L.LightningModule):
+    """What every polydiff model shares; subclasses add the diffusion (Gaussian or categorical) and a domain.
+
+    Subclasses set :attr:`domain`, :attr:`sampler_names` (the registry of the samplers they accept),
+    ``self.sampler_config`` (a dataclass with at least ``name``, ``steps`` and ``guidance``) and implement
+    :meth:`write_samples`; they may override :meth:`connect_data`.
+    """
+
+    #: domain name, stored in checkpoints so that a checkpoint of another domain is refused with a clear error
+    domain: ClassVar[str] = "generic"
+    #: the sampler names this kind of model accepts (a registry's keys)
+    sampler_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, sampler: Any, training: TrainingConfig) -> None:
+        super().__init__()
+        self.sampler_config = sampler
+        self.training_config = training
+
+    # ------------------------------------------------------------------ data
+    def setup(self, stage: str) -> None:
+        """Hand the trainer's DataModule to :meth:`connect_data` (once per stage)."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None:
+            self.connect_data(datamodule)
+
+    def connect_data(self, datamodule: L.LightningDataModule) -> None:
+        """The one place a model meets its data: check that ``datamodule`` fits the model (sizes, classes, features)
+        and take what the model learns from the data (statistics, marginals, a vocabulary). A domain declares what it
+        needs as a ``typing.Protocol`` and checks the DataModule against it here; the default needs nothing."""
+
+    # ------------------------------------------------------------------ optimiser and fine-tuning
+    def configure_optimizers(self) -> Any:
+        cfg = self.training_config
+        opt = torch.optim.AdamW(self.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+        if cfg.warmup_steps <= 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / cfg.warmup_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_fit_start(self) -> None:
+        cfg = self.training_config
+        if cfg.init_from and self.global_step == 0:
+            self.load_weights(cfg.init_from, strict=False)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["polydiff_domain"] = self.domain
+        checkpoint["polydiff_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        check_checkpoint_domain(checkpoint, self.domain, "<checkpoint>")
+
+    def load_weights(self, path: str, strict: bool = True) -> list[str]:
+        """Load model weights (the EMA weights when training used EMA) from a checkpoint; return skipped keys."""
+        ckpt = read_checkpoint(path)
+        check_checkpoint_domain(ckpt, self.domain, path)
+        self.restore_from_checkpoint(ckpt, path)
+        own = self.state_dict()
+        state = ckpt["state_dict"]
+        skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        missing = [k for k in own if k not in state]
+        if strict and (skipped or missing):
+            raise PolydiffError(f"checkpoint {path} does not fit this model (mismatched: {skipped[:3]}, missing: "
+                                f"{missing[:3]}); use the same --model settings as at training")
+        self.load_state_dict({k: v for k, v in state.items() if k in own and k not in skipped}, strict=False)
+        return skipped + missing
+
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Take from a checkpoint what the weights need besides tensors of fixed shape (a tokenizer, data statistics,
+        feature settings to check) before :meth:`load_weights` loads them; nothing by default."""
+
+    # ------------------------------------------------------------------ sampling entry points (polydiff sample)
+    def resolve_sampler(self, **overrides: Any) -> Any:
+        """The model's default sampler with the given non-None fields replaced (an unknown name is a clear error)."""
+        cfg = replace(self.sampler_config, **{k: v for k, v in overrides.items() if v is not None})
+        if self.sampler_names and cfg.name not in self.sampler_names:
+            raise PolydiffError(f"unknown sampler {cfg.name!r} for a {self.domain} model; choose one of "
+                                f"{list(self.sampler_names)}")
+        return cfg
+
+    def input_options(self) -> dict[str, Any]:
+        """What the DataModule's ``read_input`` must know of this model to read ``polydiff sample --input`` for it
+        (its image size, sample rate, time column, ...), passed as keyword arguments; nothing by default."""
+        return {}
+
+    def write_samples(self, out_dir: Path, num_samples: int, sampler: Any, seed: int, input: Any = None) -> list[Path]:
+        """Generate and write files native to the domain into ``out_dir``; return their paths.
+
+        ``input`` is what the DataModule's ``read_input`` made of ``polydiff sample --input`` (None without it).
+        """
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ evaluation
+    def run_dir(self) -> Path:
+        """The run directory (``lightning_logs/version_N`` of the logger, else ``default_root_dir``)."""
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir)
+
+    def report_metrics(self, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> Path | None:
+        """Log ``metrics``, write them (and ``extra``) as ``metrics.json`` in the run directory, print the path."""
+        for k, v in metrics.items():
+            self.log(f"test/{k}", float(v), sync_dist=False)
+        if self._trainer is None:
+            return None
+        # every rank asks: under DDP ``log_dir`` is a broadcast, a collective that rank 0 alone would wait on forever
+        run_dir = self.run_dir()
+        if not self.trainer.is_global_zero:
+            return None
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / "metrics.json"
+        payload = {"metrics": {k: _json_number(v) for k, v in metrics.items()}, **(extra or {})}
+        path.write_text(json.dumps(payload, indent=2))
+        print(f"metrics written to {path}")
+        return path
+
+
+def _json_number(v: Any) -> Any:
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """Load a checkpoint file, with a clear error for a missing or unreadable one."""
+    p = Path(path)
+    if not p.is_file():
+        raise PolydiffError(f"checkpoint {path} does not exist; pass the .ckpt written by 'polydiff fit' "
+                            "(runs/<domain>/<recipe>/lightning_logs/version_N/checkpoints/)")
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+        raise PolydiffError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
+                            "is it a polydiff .ckpt file?") from None
+
+
+def check_checkpoint_domain(checkpoint: dict[str, Any], domain: str, path: str) -> None:
+    found = checkpoint.get("polydiff_domain")
+    if found is None:
+        raise PolydiffError(f"checkpoint {path} was not written by polydiff (no 'polydiff_domain'); "
+                            "pass a checkpoint from 'polydiff fit'")
+    if found != domain:
+        raise PolydiffError(f"checkpoint {path} is from the {found!r} domain but the config builds a {domain!r} model; "
+                            f"use a {domain} checkpoint or the {found} recipe")
