@@ -10,7 +10,7 @@ and resamples it to ``sample_rate`` with torchaudio. Unreadable files, clips sho
 """
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
@@ -19,8 +19,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from polydiff.core.utils import PolydiffError
 from polydiff.datasets.audio_corpus import build_corpus, default_data_dir
+from polydiff.datasets.readers.audio import AUDIO_SUFFIXES, read_audio, read_log_mel
 from polydiff.datasets.splits import evaluation_sampler
-from polydiff.domains.audio.audio_io import AUDIO_SUFFIXES, read_audio
 
 
 class RandomCrops(Dataset):
@@ -141,7 +141,6 @@ class SpeechDataModule(L.LightningDataModule):
         return waves
 
     def setup(self, stage: Optional[str] = None) -> None:
-        self._check_model_rate()
         if self.splits is not None:
             return
         self.files = self.audio_files()
@@ -155,13 +154,18 @@ class SpeechDataModule(L.LightningDataModule):
                        "val": pick(perm[n_test:n_test + n_val][:self.max_eval_clips]),
                        "train": pick(perm[n_test + n_val:])}
 
-    def _check_model_rate(self) -> None:
-        trainer = getattr(self, "trainer", None)
-        model = getattr(trainer, "lightning_module", None) if trainer is not None else None
-        rate = getattr(getattr(model, "hparams", {}), "get", lambda *_: None)("sample_rate")
-        if rate is not None and int(rate) != self.sample_rate:
-            raise PolydiffError(f"--data.sample_rate={self.sample_rate} differs from --model.sample_rate={rate}; set "
-                                "both to the same rate (files are resampled to the data rate)")
+    def read_input(self, input: str, sample_rate: Optional[int] = None) -> dict[str, Any]:
+        """``polydiff sample --input``: a WAV/FLAC recording (mono, downmixed when it has several channels, resampled
+        to the model's ``sample_rate``, default the data's) or a log-mel ``.npy``, as ``{"name", "sample_rate", "wave"
+        [samples] or "log_mel" [n_mels, frames]}``."""
+        rate = sample_rate or self.sample_rate
+        p = Path(input)
+        name = p.name.split(".")[0]
+        if p.suffix.lower() == ".npy":
+            return {"name": name, "sample_rate": rate, "log_mel": read_log_mel(p), "path": str(p)}
+        if p.suffix.lower() not in AUDIO_SUFFIXES:
+            raise PolydiffError(f"--input {p} is neither audio ({', '.join(AUDIO_SUFFIXES)}) nor a log-mel (.npy)")
+        return {"name": name, "sample_rate": rate, "wave": read_audio(p, rate, downmix=True), "path": str(p)}
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, ds: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polydiff.domains.image.data import ImageTensorDataModule
+from polydiff.datasets.image_tensors import ImageTensorDataModule
 
 
 class DigitsDataModule(ImageTensorDataModule):

@@ -186,7 +186,8 @@ def check_data(data: Data, source: str) -> Data:
     fwd = {(u, v): t for (u, v), t in zip(ei.t().tolist(), ea.tolist())}
     for (u, v), t in fwd.items():
         if fwd.get((v, u)) != t:
-            raise PolydiffError(f"{source}: edge ({u}, {v}) has no reverse edge ({v}, {u}) of the same type, so the graph is "
+            raise PolydiffError(f"{source}: edge ({u}, {v}) has no reverse edge ({v}, {u}) of the same type, so the graph "
+                                "is "
                                 "directed but the graph model is undirected; symmetrise it "
                                 "(torch_geometric.utils.to_undirected) or give undirected graphs")
     return Data(edge_index=ei, x=x.long(), edge_attr=ea, num_nodes=n)
@@ -275,7 +276,8 @@ def node_count_histogram(graphs: Sequence[Data], max_nodes: int) -> torch.Tensor
     return hist
 
 
-def category_marginals(graphs: Sequence[Data], num_node_types: int, num_edge_types: int) -> tuple[torch.Tensor, torch.Tensor]:
+def category_marginals(graphs: Sequence[Data], num_node_types: int,
+                       num_edge_types: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Frequencies of node categories over nodes and of edge categories (0 = no edge) over unordered node pairs."""
     node = torch.zeros(num_node_types, dtype=torch.float64)
     edge = torch.zeros(num_edge_types, dtype=torch.float64)
@@ -407,6 +409,14 @@ class GraphDataModule(L.LightningDataModule):
         self.setup()
         return category_marginals(self.train_set, self.num_node_types, self.num_edge_types)
 
+    def split_graphs(self, split: str) -> list[nx.Graph]:
+        """The graphs of ``train``, ``val`` or ``test`` as networkx graphs (``type`` attributes on nodes and edges)."""
+        self.setup()
+        sets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if split not in sets:
+            raise PolydiffError(f"unknown split {split!r}; choose one of {list(sets)}")
+        return [data_to_nx(d) for d in sets[split]]
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
@@ -428,27 +438,11 @@ class GraphDataModule(L.LightningDataModule):
         return DataLoader(self.test_set, batch_size=max(1, len(self.test_set)), num_workers=self.num_workers)
 
 
-def density(graphs: Sequence[nx.Graph]) -> float:
-    """Mean edge density 2m / (n (n - 1)) of graphs (the Erdős–Rényi control's p)."""
-    vals = [nx.density(g) for g in graphs if g.number_of_nodes() > 1]
-    return float(np.mean(vals)) if vals else 0.0
-
-
-def erdos_renyi_control(reference: Sequence[nx.Graph], sizes: Sequence[int], seed: int) -> list[nx.Graph]:
-    """Density-matched Erdős–Rényi graphs (G(n, p) with p the reference's mean density, n from ``sizes``): the control a
-    generative model must beat."""
-    p = density(reference)
-    rng = np.random.default_rng(seed)
-    return [nx.gnp_random_graph(int(n), p, seed=int(rng.integers(2**31))) for n in sizes]
-
-
 __all__ = [
     "GraphDataModule",
     "category_marginals",
     "check_data",
     "data_to_nx",
-    "density",
-    "erdos_renyi_control",
     "generate_community_small",
     "generate_planar",
     "generate_sbm",

@@ -8,8 +8,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from polydiff.core.utils import PolydiffError
-from polydiff.domains.image import io
-from polydiff.domains.image.data import ImageTensorDataModule, RandomShiftCrop
+from polydiff.datasets.image_tensors import ImageTensorDataModule, RandomShiftCrop
+from polydiff.datasets.readers import image as io
 
 
 class ImageFolderDataModule(ImageTensorDataModule):

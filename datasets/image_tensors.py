@@ -2,8 +2,9 @@
 
 Both :class:`~polydiff.datasets.digits.DigitsDataModule` and :class:`~polydiff.datasets.image_folder.ImageFolderDataModule`
 load their images once into a ``[N, C, H, W]`` float tensor and a ``[N]`` label tensor, then subclass this.
-Batches are ``(images, labels)``; labels are -1 for unlabelled images. The evaluation of :class:`ImageDiffusion` reads
-the train and test splits through :meth:`ImageTensorDataModule.split_tensors`.
+Batches are ``(images, labels)``; labels are -1 for unlabelled images. The image model's evaluation reads the train and
+test splits through :meth:`ImageTensorDataModule.split_tensors`, and ``polydiff sample --input IMAGE`` reads the image
+through :meth:`ImageTensorDataModule.read_input` (the image model's ``ImageData`` protocol).
 """
 
 from typing import Optional
@@ -14,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.readers.image import read_image
 from polydiff.datasets.splits import SplitLoaders
 
 
@@ -104,6 +106,11 @@ class ImageTensorDataModule(SplitLoaders, L.LightningDataModule):
         ds = self.train_transform_dataset(images, labels) if train else TensorDataset(self.crop_eval(images), labels)
         return DataLoader(ds, batch_size=self.batch_size, shuffle=train, drop_last=train and len(images) > self.batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def read_input(self, input: str, image_size: Optional[int] = None, channels: Optional[int] = None) -> Tensor:
+        """``polydiff sample --input IMAGE``: the image as ``[C, size, size]`` in [-1, 1], at the model's ``image_size``
+        and ``channels`` (default: the data's)."""
+        return read_image(input, image_size or self.image_size, channels or self.channels)
 
     def describe(self) -> str:
         return type(self).__name__

@@ -8,7 +8,6 @@ The text is cut into consecutive chunks of ``seq_len`` characters; chunks go to 
 fixed by ``split_seed``. Batches are lists of strings; the model tokenises them (characters or its BPE).
 """
 
-from pathlib import Path
 from typing import Optional
 
 import lightning as L
@@ -16,8 +15,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.readers.text import normalize_text8, read_text_files, read_text_input
 from polydiff.datasets.splits import SplitLoaders, evaluation_sampler
-from polydiff.domains.text.tokenizer import normalize_text8
 
 
 def embedded_corpus() -> str:
@@ -25,32 +24,6 @@ def embedded_corpus() -> str:
     from pydoc_data.topics import topics
 
     return "\n".join(topics[k] for k in sorted(topics))
-
-
-def read_text_files(path: str) -> str:
-    """UTF-8 text of a .txt file or of every .txt file under a folder, with clear errors for the user's mistakes."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(f for f in p.rglob("*.txt") if f.is_file())
-        if not files:
-            raise PolydiffError(f"folder {path} holds no .txt files; put UTF-8 .txt files in it or pass one file as "
-                                "--data.path")
-    elif p.is_file():
-        files = [p]
-    else:
-        raise PolydiffError(f"--data.path {path} does not exist; pass a .txt file or a folder of .txt files")
-    parts = []
-    for f in files:
-        raw = f.read_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise PolydiffError(f"file {f} is not UTF-8 text (invalid byte at offset {exc.start}); convert it, e.g. "
-                                f"'iconv -f latin1 -t utf-8 {f.name}', or remove it from --data.path") from None
-        if not text.strip():
-            raise PolydiffError(f"file {f} is empty; remove it from --data.path or add text to it")
-        parts.append(text)
-    return "\n".join(parts)
 
 
 class TextDataModule(SplitLoaders, L.LightningDataModule):
@@ -120,6 +93,10 @@ class TextDataModule(SplitLoaders, L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         self.split_texts("train")
+
+    def read_input(self, input: str) -> str:
+        """``polydiff sample --input``: a text with ``_`` blanks, or a file holding one."""
+        return read_text_input(input)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         texts = self.split_texts(split)

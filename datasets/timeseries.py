@@ -7,7 +7,7 @@ Sources:
   column per month, so K = 12 features (JAN..DEC) and the time axis runs over years. No value is missing; every gap in
   training and evaluation is made by hiding values.
 * your own file (``--data.path FILE``): a wide CSV / Parquet table with a time column (``--data.time_column``) and one
-  numeric column per feature, rows in time order, empty cells for missing values (:mod:`polydiff.domains.timeseries.table`).
+  numeric column per feature, rows in time order, empty cells for missing values (:mod:`polydiff.datasets.readers.table`).
 
 Splitting (fixed by ``seed``): the series is cut into consecutive blocks of ``window`` rows; a seeded permutation picks the
 validation and test blocks, every other row is training data. Training windows are all windows of ``window`` rows that lie
@@ -18,7 +18,7 @@ A batch is a dict: ``values`` ``[B, K, L]`` in the data's units (0 where missing
 value exists).
 """
 
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -26,10 +26,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.readers.table import WideTable, read_wide_table, table_from_frame
 from polydiff.datasets.splits import evaluation_sampler
-from polydiff.domains.timeseries.table import WideTable, read_wide_table, table_from_frame
 
 EMBEDDED = ("elnino",)
+
+
+#: the time column of each embedded table
+EMBEDDED_TIME_COLUMN = {"elnino": "YEAR"}
 
 
 def embedded_table(name: str = "elnino") -> WideTable:
@@ -38,7 +42,7 @@ def embedded_table(name: str = "elnino") -> WideTable:
         raise PolydiffError(f"unknown embedded time-series data {name!r}; choose one of {EMBEDDED} or pass --data.path")
     from statsmodels.datasets import elnino
 
-    return table_from_frame(elnino.load_pandas().data, "YEAR", "statsmodels elnino")
+    return table_from_frame(elnino.load_pandas().data, EMBEDDED_TIME_COLUMN[name], "statsmodels elnino")
 
 
 class WindowDataset(Dataset):
@@ -126,6 +130,15 @@ class TimeSeriesDataModule(L.LightningDataModule):
         if self.path is None:
             return embedded_table(self.embedded)
         return read_wide_table(self.path, self.time_column)
+
+    def read_input(self, input: str, time_column: Optional[str] = None,
+                   features: Optional[Sequence[str]] = None) -> WideTable:
+        """``polydiff sample --input FILE``: a wide table with the model's time column and feature columns (default:
+        this data's time column and every other column), gaps allowed (even features without a single value: the model
+        fills them from the others)."""
+        if time_column is None:
+            time_column = self.time_column if self.path is not None else EMBEDDED_TIME_COLUMN[self.embedded]
+        return read_wide_table(input, time_column, features=features, allow_empty_features=True)
 
     def setup(self, stage: Optional[str] = None) -> None:
         if self.table is not None:

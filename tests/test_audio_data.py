@@ -11,7 +11,7 @@ import torch
 from polydiff.core.utils import PolydiffError
 from polydiff.datasets.audio import SpeechDataModule
 from polydiff.datasets.audio_corpus import build_corpus, espeak_available, synthetic_utterance
-from polydiff.domains.audio.audio_io import read_audio
+from polydiff.datasets.readers.audio import read_audio
 
 torch.set_num_threads(1)
 

@@ -10,13 +10,13 @@ from polydiff.datasets.graphs import (
     GraphDataModule,
     category_marginals,
     data_to_nx,
-    erdos_renyi_control,
     generate_community_small,
     generate_planar,
     generate_sbm,
     nx_to_data,
     read_graphs,
 )
+from polydiff.domains.graph.controls import erdos_renyi_control
 
 torch.set_num_threads(1)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.stats import wasserstein_distance
 
-from polydiff.datasets.graphs import erdos_renyi_control, generate_community_small, generate_planar
+from polydiff.datasets.graphs import generate_community_small, generate_planar
+from polydiff.domains.graph.controls import erdos_renyi_control
 from polydiff.domains.graph.features import cycle_features, spectral_features
 from polydiff.domains.graph.metrics import (
     clustering_mmd,

@@ -7,6 +7,7 @@ import torch
 
 from polydiff.core.module import ObjectiveConfig
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.digits import DigitsDataModule
 from polydiff.domains.image import ImageDiffusion
 
 TINY = dict(image_size=8, channels=1, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
@@ -90,7 +91,8 @@ def test_write_samples_with_an_input_image_inpaints_it(tmp_path):
     Image.fromarray((torch.rand(20, 20, 3) * 255).byte().numpy()).save(src)
     m = ImageDiffusion(num_classes=0, inpaint_steps=3, inpaint_resample=2, inpaint_region="right_half", **TINY)
     out = tmp_path / "out"
-    paths = m.write_samples(out, 2, m.sampler_config, seed=0, input=str(src))
+    data = DigitsDataModule()  # what polydiff sample does: the data reads --input at the model's size and channels
+    paths = m.write_samples(out, 2, m.sampler_config, seed=0, input=data.read_input(str(src), **m.input_options()))
     assert {p.name for p in paths} == {"input.png", "masked.png", "00000_inpainted.png", "00001_inpainted.png",
                                        "grid.png"}
     import numpy as np
@@ -100,7 +102,8 @@ def test_write_samples_with_an_input_image_inpaints_it(tmp_path):
     assert inp.shape == (8, 8)  # converted to the model's size and channels
     assert np.abs(inp[:, :4] - filled[:, :4]).max() <= 1  # the known (left) half is kept
     with pytest.raises(PolydiffError, match="missing.png"):
-        m.write_samples(out, 1, m.sampler_config, seed=0, input=str(tmp_path / "missing.png"))
+        m.write_samples(out, 1, m.sampler_config, seed=0,
+                        input=data.read_input(str(tmp_path / "missing.png"), **m.input_options()))
 
 
 def test_bad_model_settings_raise_clear_errors():

@@ -10,8 +10,9 @@ import torch
 from polydiff.core.cli import main
 from polydiff.core.discrete import CategoricalConfig, CategoricalSamplerConfig
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.readers.text import normalize_text8
 from polydiff.datasets.text import TextDataModule
-from polydiff.domains.text import BPETokenizer, CharTokenizer, TextDiffusion, normalize_text8
+from polydiff.domains.text import BPETokenizer, CharTokenizer, TextDiffusion
 from polydiff.domains.text.metrics import bigram_bits_per_char, unigram_bits_per_char, word_share
 
 torch.set_num_threads(1)

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from polydiff.core.utils import PolydiffError
+from polydiff.datasets.readers.table import read_wide_table
 from polydiff.datasets.timeseries import TimeSeriesDataModule, embedded_table, split_rows
-from polydiff.domains.timeseries.table import filled_frame, read_wide_table
+from polydiff.domains.timeseries.table import filled_frame
 
 torch.set_num_threads(1)
 

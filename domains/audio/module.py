@@ -18,11 +18,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig, TrainingConfig
+from polydiff.core.base import TrainingConfig
+from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
-from polydiff.domains.audio.audio_io import read_audio, write_audio
+from polydiff.domains.audio.audio_io import write_audio
 from polydiff.domains.audio.consistency import ProjectedDenoiser, check_mode, projection
+from polydiff.domains.audio.data import AudioData
 from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct
 from polydiff.domains.audio.metrics import griffin_lim, log_mel_l1, mr_stft_distance, periodicity_error, si_sdr
 from polydiff.domains.audio.network import DiffWave
@@ -253,48 +255,36 @@ class VocoderModule(DiffusionModule):
         self.report_metrics(metrics, extra)
 
     # ------------------------------------------------------------------ polydiff sample
-    def read_input_mel(self, input: str) -> tuple[Tensor, Optional[Tensor], str]:
-        """``(mel_norm [1, n_mels, F], reference wave or None, name)`` from a WAV/FLAC file or a log-mel ``.npy``.
-
-        A ``.npy`` holds the natural-log magnitude mel ``[n_mels, frames]`` computed with this model's settings (the
-        ``<name>.mel.npy`` that ``polydiff sample`` writes next to each vocoded WAV).
-        """
-        p = Path(input)
-        name = p.name.split(".")[0]
-        if p.suffix.lower() == ".npy":
-            if not p.is_file():
-                raise PolydiffError(f"mel file {p} does not exist; pass a WAV/FLAC or a .npy log-mel")
-            try:
-                arr = np.load(p, allow_pickle=False)
-            except Exception as exc:  # noqa: BLE001
-                raise PolydiffError(f"mel file {p} cannot be read ({type(exc).__name__}: {exc}); save it with "
-                                    "numpy.save") from None
+    def input_mel(self, input: dict[str, Any]) -> tuple[Tensor, Optional[Tensor], str]:
+        """``(mel_norm [1, n_mels, F], reference wave or None, name)`` from what the DataModule read for ``polydiff
+        sample --input``: a recording (``wave`` at ``sample_rate``) or a log-mel (``log_mel [n_mels, frames]``, the
+        natural-log magnitude mel computed with this model's settings)."""
+        name, path = input["name"], input.get("path", input["name"])
+        if int(input["sample_rate"]) != self.features.sample_rate:
+            raise PolydiffError(f"--input {path} was read at {input['sample_rate']} Hz but the model works at "
+                                f"{self.features.sample_rate} Hz; set --data.sample_rate {self.features.sample_rate}")
+        if input.get("log_mel") is not None:
+            log_mel = input["log_mel"]
             n_mels = self.features.n_mels
-            if arr.ndim == 3 and arr.shape[0] == 1:
-                arr = arr[0]
-            if arr.ndim != 2 or arr.shape[0] != n_mels or arr.shape[1] < 2:
-                raise PolydiffError(f"mel file {p} has shape {arr.shape}; expected [{n_mels}, frames >= 2] natural-log "
-                                    f"magnitude mels (sample_rate={self.features.sample_rate}, hop_length="
+            if log_mel.shape[0] != n_mels:
+                raise PolydiffError(f"mel file {path} has shape {tuple(log_mel.shape)}; expected [{n_mels}, frames >= 2] "
+                                    f"natural-log magnitude mels (sample_rate={self.features.sample_rate}, hop_length="
                                     f"{self.features.hop_length}), e.g. the <name>.mel.npy written by polydiff sample")
-            if not np.isfinite(arr).all():
-                raise PolydiffError(f"mel file {p} contains NaN or inf values")
-            log_mel = torch.from_numpy(arr.astype(np.float32))[None]
-            return self.features.normalise(log_mel), None, name
-        if p.suffix.lower() not in (".wav", ".flac"):
-            raise PolydiffError(f"--input {p} is neither audio (.wav, .flac) nor a log-mel (.npy)")
-        wave = read_audio(p, self.features.sample_rate, downmix=True)
+            return self.features.normalise(log_mel[None]), None, name
+        wave = input["wave"]
         if wave.numel() < self.features.n_fft:
-            raise PolydiffError(f"audio file {p} has {wave.numel()} samples, fewer than n_fft={self.features.n_fft}")
+            raise PolydiffError(f"audio file {path} has {wave.numel()} samples, fewer than n_fft={self.features.n_fft}")
         wave = wave[None, None]
         return self.features(wave), wave, name
 
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
-                      input: Optional[str] = None) -> list[Path]:
-        """Re-synthesise ``input`` (WAV/FLAC or log-mel .npy): writes ``<name>.wav``, ``<name>.mel.npy`` (the mel that was
+                      input: Optional[dict[str, Any]] = None) -> list[Path]:
+        """Re-synthesise ``input`` (a WAV/FLAC or log-mel .npy, read by the DataModule): writes ``<name>.wav``,
+        ``<name>.mel.npy`` (the mel that was
         vocoded) and ``<name>_spectrograms.png`` (reference, vocoder and Griffin-Lim log-mels)."""
         if input is None:
             raise PolydiffError("the audio vocoder re-synthesises a recording: pass --input FILE.wav (or a log-mel .npy)")
-        mel, ref, name = self.read_input_mel(input)
+        mel, ref, name = self.input_mel(input)
         mel = mel.to(self.device)
         samples = (mel.shape[-1] - 1) * self.features.hop_length
         t0 = time.perf_counter()
@@ -326,11 +316,21 @@ class VocoderModule(DiffusionModule):
         super().on_load_checkpoint(checkpoint)
         self.check_feature_settings(checkpoint, "<checkpoint>")
 
-    def load_weights(self, path: str, strict: bool = True) -> list[str]:
-        from polydiff.core.module import read_checkpoint
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        self.check_feature_settings(checkpoint, path)
 
-        self.check_feature_settings(read_checkpoint(path), path)
-        return super().load_weights(path, strict)
+    def input_options(self) -> dict[str, Any]:
+        return {"sample_rate": self.features.sample_rate}
+
+    def connect_data(self, datamodule: Any) -> None:
+        """The data's sample rate must be the model's (files are resampled to the data's rate)."""
+        rate = datamodule.sample_rate if isinstance(datamodule, AudioData) else None
+        if rate is None:
+            raise PolydiffError(f"the vocoder needs an audio DataModule with a sample_rate, got "
+                                f"{type(datamodule).__name__}; use polydiff.datasets.audio.SpeechDataModule")
+        if int(rate) != self.features.sample_rate:
+            raise PolydiffError(f"--data.sample_rate={rate} differs from --model.sample_rate={self.features.sample_rate}; "
+                                "set both to the same rate (files are resampled to the data rate)")
 
     def check_feature_settings(self, checkpoint: dict[str, Any], path: str) -> None:
         """Refuse a checkpoint trained on other mel features (they would silently give noise)."""
@@ -350,8 +350,8 @@ def format_table(metrics: dict[str, float], cfg: SamplerConfig, consistency: str
     label = f"DiffWave-style, {cfg.name} {cfg.steps} steps"
     if consistency != "none":
         label += f" + {consistency} consistency ({consistency_iters} iterations per step)"
-    for name, label in (("diffwave", label), ("griffinlim", "Griffin-Lim, 32 iterations")):
-        lines.append(f"| {label} | {metrics[f'{name}_logmel_l1']:.3f} | {metrics[f'{name}_mrstft']:.3f} | "
+    for name, row in (("diffwave", label), ("griffinlim", "Griffin-Lim, 32 iterations")):
+        lines.append(f"| {row} | {metrics[f'{name}_logmel_l1']:.3f} | {metrics[f'{name}_mrstft']:.3f} | "
                      f"{metrics[f'{name}_si_sdr']:.2f} | {metrics[f'{name}_periodicity']:.3f} | "
                      f"{metrics[f'{name}_rtf']:.3f} |")
     return "\n".join(lines)

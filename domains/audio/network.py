@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polydiff.core.embeddings import noise_level_features
-
 from polydiff.core.utils import PolydiffError
 
 
@@ -112,7 +111,7 @@ class DiffWave(nn.Module):
         if cond is None or cond.ndim != 3 or cond.shape[1] != self.n_mels:
             raise PolydiffError(f"the vocoder needs a mel condition of shape [B, {self.n_mels}, frames], got "
                                 f"{None if cond is None else tuple(cond.shape)}")
-        batch, samples = x.shape[0], x.shape[-1]
+        samples = x.shape[-1]
         if samples % self.squeeze:
             raise PolydiffError(f"waveform length {samples} is not a multiple of squeeze={self.squeeze}; use crops that "
                                 "are multiples of the hop length")

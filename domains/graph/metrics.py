@@ -248,7 +248,8 @@ def is_in(g: nx.Graph, pool_by_hash: dict[str, list[nx.Graph]]) -> bool:
     return any(nx.is_isomorphic(g, r) for r in pool_by_hash.get(nx.weisfeiler_lehman_graph_hash(g, iterations=3), []))
 
 
-def vun(gen: Sequence[nx.Graph], train: Sequence[nx.Graph], validity: Literal["planar", "sbm", "connected", "none"]) -> dict[str, float]:
+def vun(gen: Sequence[nx.Graph], train: Sequence[nx.Graph],
+        validity: Literal["planar", "sbm", "connected", "none"]) -> dict[str, float]:
     """Validity, uniqueness (first of each isomorphism class among the generated graphs), novelty (not isomorphic to a
     training graph) and V.U.N. (valid, unique and novel at once; DiGress, Vignac et al. 2023), as fractions."""
     if not gen:

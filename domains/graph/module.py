@@ -23,10 +23,11 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
+from polydiff.core.base import TrainingConfig
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
-from polydiff.core.module import TrainingConfig
 from polydiff.core.utils import PolydiffError
-from polydiff.datasets.graphs import data_to_nx, erdos_renyi_control
+from polydiff.domains.graph.controls import erdos_renyi_control
+from polydiff.domains.graph.data import GraphData
 from polydiff.domains.graph.io import draw_grid, write_graphml
 from polydiff.domains.graph.metrics import evaluate
 from polydiff.domains.graph.transformer import GraphTransformer
@@ -148,18 +149,17 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         self.set_variables([self.node_categories, self.num_edge_types], marginals=[node, edge_marginal.double()],
                            weights=[1.0, self.edge_weight])
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "marginals"):
-            return
-        if getattr(dm, "max_nodes", 0) > self.max_nodes:
+    def connect_data(self, datamodule: Any) -> None:
+        """Check the data's sizes and types against the model's; at fit, store the training graphs' statistics."""
+        dm = require_graph_data(datamodule)
+        if dm.max_nodes > self.max_nodes:
             raise PolydiffError(f"--data.max_nodes={dm.max_nodes} exceeds --model.max_nodes={self.max_nodes}; set them "
                                 "equal")
-        if getattr(dm, "num_node_types", 1) > self.num_node_types or getattr(dm, "num_edge_types", 2) != self.num_edge_types:
+        if dm.num_node_types > self.num_node_types or dm.num_edge_types != self.num_edge_types:
             raise PolydiffError(f"data has {dm.num_node_types} node / {dm.num_edge_types} edge types but the model "
                                 f"{self.num_node_types} / {self.num_edge_types}; set --model.num_node_types / "
                                 "--model.num_edge_types like --data.*")
-        if stage == "fit":
+        if self.trainer.state.fn == "fit":
             node_m, edge_m = dm.marginals()
             self.set_data_statistics(dm.node_count_histogram(), node_m, edge_m)
 
@@ -244,11 +244,8 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
 
     # ------------------------------------------------------------------ evaluation
     def evaluation_sets(self) -> tuple[list[nx.Graph], list[nx.Graph]]:
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is None or not hasattr(dm, "test_set"):
-            raise PolydiffError("polydiff test needs the graph DataModule (--data) for its test and training graphs")
-        dm.setup("test")
-        return [data_to_nx(d) for d in dm.test_set], [data_to_nx(d) for d in dm.train_set]
+        dm = require_graph_data(self.trainer.datamodule)
+        return dm.split_graphs("test"), dm.split_graphs("train")
 
     def test_metrics(self) -> dict[str, float]:
         """MMDs and V.U.N. of sampled graphs, the Erdős–Rényi control (``er_*``) and the training graphs (``train_*``)."""
@@ -262,7 +259,7 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         out.update({f"er_{k}": v for k, v in evaluate(er, test, train, **kw).items()})
         out.update({f"train_{k}": v for k, v in evaluate(train, test, train, **kw).items()})
         # log_dir is a broadcast under DDP: every rank asks, rank 0 writes
-        run_dir = Path(self.trainer.log_dir or self.trainer.default_root_dir) if self._trainer is not None else None
+        run_dir = self.run_dir() if self._trainer is not None else None
         if run_dir is not None and self.trainer.is_global_zero:
             draw_grid(gen, run_dir / "test_samples.png", title=f"{len(gen)} sampled graphs")
             write_graphml(gen, run_dir / "test_samples")
@@ -271,3 +268,12 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
         out["mean_edges"] = float(np.mean([g.number_of_edges() for g in gen]))
         out["test_mean_edges"] = float(np.mean([g.number_of_edges() for g in test]))
         return out
+
+
+def require_graph_data(datamodule: Any) -> GraphData:
+    """``datamodule`` if it fits :class:`GraphData`, else a clear error."""
+    if not isinstance(datamodule, GraphData):
+        raise PolydiffError(f"the graph model needs a graph DataModule (max_nodes, num_node_types, num_edge_types, "
+                            f"node_count_histogram, marginals, split_graphs), got {type(datamodule).__name__}; use "
+                            "polydiff.datasets.graphs.GraphDataModule")
+    return datamodule

@@ -6,21 +6,22 @@ PNG files, and how the model is evaluated (see :mod:`polydiff.domains.image.metr
 """
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
 
-from polydiff.core.guidance import ClassifierFreeGuidance
-from polydiff.core.inpaint import inpaint as inpaint_core
-from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig, TrainingConfig
+from polydiff.core.base import TrainingConfig
+from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
-from polydiff.domains.image import io
+from polydiff.domains.image import io, writers
+from polydiff.domains.image.api import ImageSamplingAPI
+from polydiff.domains.image.data import ImageData
 from polydiff.domains.image.unet import UNet
 
 
-class ImageDiffusion(DiffusionModule):
+class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
     """Diffusion model of ``channels`` x ``image_size`` x ``image_size`` images, optionally class-conditional.
 
     Args:
@@ -125,175 +126,32 @@ class ImageDiffusion(DiffusionModule):
         """Generated tensors in [-1, 1] to images in [0, 1] (``polydiff predict`` returns these)."""
         return (x.clamp(-1, 1) + 1) / 2
 
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None:
-            return
+    def input_options(self) -> dict[str, Any]:
+        return {"image_size": self.image_size, "channels": self.channels}
+
+    def connect_data(self, datamodule: Any) -> None:
+        """Check that the data's image size, channels and classes are the model's."""
+        require_image_data(datamodule)
         for name in ("image_size", "channels"):
-            theirs = getattr(dm, name, None)
-            if theirs is not None and theirs != getattr(self, name):
+            theirs = getattr(datamodule, name)
+            if theirs != getattr(self, name):
                 raise PolydiffError(f"--model.{name}={getattr(self, name)} but the data has {name}={theirs}; set both "
                                     "to the same value")
-        if hasattr(dm, "setup") and getattr(dm, "num_classes", None) is not None:
-            dm.setup(stage)
-            if self.num_classes and dm.num_classes != self.num_classes:
-                raise PolydiffError(f"--model.num_classes={self.num_classes} but the data has {dm.num_classes} classes; "
-                                    f"set --model.num_classes {dm.num_classes} (or 0 for an unconditional model)")
+        if self.num_classes and datamodule.num_classes != self.num_classes:
+            raise PolydiffError(f"--model.num_classes={self.num_classes} but the data has {datamodule.num_classes} "
+                                f"classes; set --model.num_classes {datamodule.num_classes} (or 0 for an unconditional "
+                                "model)")
 
-    # ------------------------------------------------------------------ Python API
-    def _classes(self, n: int, classes: Optional[int | Sequence[int] | Tensor]) -> Optional[Tensor]:
-        if self.num_classes == 0:
-            if classes is not None:
-                raise PolydiffError("this model is unconditional (num_classes=0); call without classes")
-            return None
-        if classes is None:
-            return torch.arange(n) % self.num_classes
-        c = torch.as_tensor(classes, dtype=torch.long).reshape(-1)
-        c = c.expand(n) if c.numel() == 1 else c
-        if c.numel() != n or c.min() < 0 or c.max() >= self.num_classes:
-            raise PolydiffError(f"classes must be {n} labels in 0..{self.num_classes - 1} (or one label)")
-        return c.clone()
-
-    def _sampler(self, sampler: Optional[str | SamplerConfig], steps: Optional[int],
-                 guidance: Optional[float]) -> SamplerConfig:
-        if isinstance(sampler, SamplerConfig):
-            base = sampler
-            return SamplerConfig(**{**base.__dict__, **{k: v for k, v in (("steps", steps), ("guidance", guidance))
-                                                         if v is not None}})
-        cfg = self.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
-        if self.num_classes == 0 and cfg.guidance != 1.0:
-            cfg = self.resolve_sampler(name=sampler, steps=steps, guidance=1.0)
-        return cfg
-
-    @torch.no_grad()
-    def sample_images(
-        self,
-        n: int,
-        classes: Optional[int | Sequence[int] | Tensor] = None,
-        sampler: Optional[str | SamplerConfig] = None,
-        steps: Optional[int] = None,
-        guidance: Optional[float] = None,
-        seed: int = 0,
-        progress: bool = False,
-    ) -> Tensor:
-        """Generate ``n`` images as a ``[n, C, H, W]`` tensor in [0, 1].
-
-        Args:
-            n: number of images.
-            classes: one class for all, one per image, or None (classes 0, 1, ..., K-1, 0, ... in turn). Ignored by
-                unconditional models. ``guidance=0`` gives the unconditional model of a class-conditional one.
-            sampler: sampler name (ddim, heun, dpmpp_2m, ...) or a full :class:`SamplerConfig`; default: the model's.
-            steps: sampler steps (default: the model's ``sampler.steps``).
-            guidance: classifier-free guidance scale (default: the model's ``sampler.guidance``).
-            seed: seed of every random draw (batches use ``seed + batch index``).
-            progress: show a progress bar.
-        """
-        cfg = self._sampler(sampler, steps, guidance)
-        cond = self._classes(n, classes)
-        out = []
-        bs = max(1, self.eval_batch_size)
-        for k, start in enumerate(range(0, n, bs)):
-            c = None if cond is None else cond[start:start + bs].to(self.device)
-            m = min(bs, n - start)
-            x = self.generate((m, self.channels, self.image_size, self.image_size), c, cfg, seed + k, progress)
-            out.append(self.decode(x).cpu())
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def inpaint(
-        self,
-        images: Tensor,
-        mask: Tensor,
-        classes: Optional[int | Sequence[int] | Tensor] = None,
-        steps: Optional[int] = None,
-        resample: Optional[int] = None,
-        guidance: Optional[float] = None,
-        seed: int = 0,
-    ) -> Tensor:
-        """Regenerate the masked part of ``images`` (RePaint, :func:`polydiff.core.inpaint.inpaint`).
-
-        Args:
-            images: ``[B, C, H, W]`` in [0, 1].
-            mask: 1 on known pixels, 0 on pixels to generate; broadcastable to ``images`` (e.g. ``[1, 1, H, W]``).
-            classes: class per image for a class-conditional model (None: the null class, i.e. unconditional).
-            steps: reverse steps (default ``inpaint_steps``).
-            resample: resampling rounds per step (default ``inpaint_resample``).
-            guidance: guidance scale when ``classes`` are given (default: the model's ``sampler.guidance``).
-            seed: seed of every random draw.
-        Returns:
-            ``[B, C, H, W]`` in [0, 1], equal to ``images`` on the known pixels.
-        """
-        if images.ndim != 4 or images.shape[1:] != (self.channels, self.image_size, self.image_size):
-            raise PolydiffError(f"inpaint expects [B, {self.channels}, {self.image_size}, {self.image_size}] images, "
-                                f"got {tuple(images.shape)}")
-        n = images.shape[0]
-        model: Any = self.denoiser
-        cond = None
-        if self.num_classes > 0:
-            if classes is None:
-                cond = torch.full((n,), self.num_classes, dtype=torch.long, device=self.device)
-            else:
-                cond = self._classes(n, classes).to(self.device)
-                scale = self.sampler_config.guidance if guidance is None else guidance
-                if scale != 1.0:
-                    model = ClassifierFreeGuidance(model, scale, self.null_condition(cond))
-        was_training = self.training
-        self.eval()
-        try:
-            x = inpaint_core(model, images.to(self.device) * 2 - 1, mask.to(self.device),
-                             steps=steps or self.inpaint_steps, resample=resample or self.inpaint_resample, cond=cond,
-                             generator=torch.Generator().manual_seed(seed), sigma_min=self.sampler_config.sigma_min,
-                             sigma_max=self.sampler_config.sigma_max, sigma_data=self.diffusion_config.sigma_data)
-        finally:
-            self.train(was_training)
-        return ((x.float().clamp(-1, 1) + 1) / 2).cpu()
-
+    # ------------------------------------------------------------------ files (see writers.py)
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
-                      input: Optional[str] = None) -> list[Path]:
-        """Write ``grid.png`` and one PNG per sample (``00012_class3.png``: the requested class).
-
-        With ``input`` (a PNG/JPEG path) the image is resized to the model's size and ``inpaint_region`` is regenerated
-        ``num_samples`` times: ``input.png``, ``masked.png`` (the region greyed out), ``00000_inpainted.png``, ...
-        and ``grid.png`` (input, masked, then the inpainted versions).
-        """
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
-        if input is not None:
-            image = (io.read_image(input, self.image_size, self.channels)[None] + 1) / 2
-            mask = io.region_mask(self.inpaint_region, self.image_size)
-            filled = self.inpaint(image.expand(num_samples, -1, -1, -1), mask, seed=seed)
-            masked = image * mask + 0.5 * (1 - mask)
-            paths += [io.save_png(image[0], out_dir / "input.png"), io.save_png(masked[0], out_dir / "masked.png")]
-            for i, img in enumerate(filled):
-                paths.append(io.save_png(img, out_dir / f"{i:05d}_inpainted.png"))
-            paths.append(io.save_grid(torch.cat([image, masked, filled]), out_dir / "grid.png"))
-            return paths
-        classes = self._classes(num_samples, None)
-        images = self.sample_images(num_samples, classes, sampler, seed=seed, progress=True)
-        for i, img in enumerate(images):
-            name = f"{i:05d}.png" if classes is None else f"{i:05d}_class{int(classes[i])}.png"
-            paths.append(io.save_png(img, out_dir / name))
-        nrow = self.num_classes if self.num_classes and num_samples >= self.num_classes else None
-        paths.append(io.save_grid(images, out_dir / "grid.png", nrow=nrow))
-        return paths
-
-    # ------------------------------------------------------------------ validation previews
-    def run_dir(self) -> Path:
-        t = self.trainer
-        return Path(t.log_dir or t.default_root_dir)
+                      input: Optional[Tensor] = None) -> list[Path]:
+        """Write ``grid.png`` and one PNG per sample (``00012_class3.png``: the requested class), or, with ``input``
+        (the image the DataModule read from ``polydiff sample --input``), its inpaintings: see
+        :func:`polydiff.domains.image.writers.write_samples`."""
+        return writers.write_samples(self, out_dir, num_samples, sampler, seed, input)
 
     def on_validation_epoch_end(self) -> None:
-        t = self.trainer
-        every = self.preview_every_n_epochs
-        if every <= 0 or t.sanity_checking or not t.is_global_zero or (self.current_epoch + 1) % every:
-            return
-        n = self.num_classes * self.preview_per_class if self.num_classes else 8 * self.preview_per_class
-        images = self.sample_images(n, seed=0)
-        order = torch.arange(n).reshape(-1, self.num_classes).T.reshape(-1) if self.num_classes else torch.arange(n)
-        path = self.run_dir() / "previews" / f"epoch_{self.current_epoch + 1:04d}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        io.save_grid(images[order], path, nrow=self.preview_per_class if self.num_classes else None)
+        writers.write_preview(self)
 
     # ------------------------------------------------------------------ evaluation (polydiff test)
     def test_step(self, batch: Any, batch_idx: int) -> None:
@@ -303,9 +161,7 @@ class ImageDiffusion(DiffusionModule):
     def on_test_epoch_end(self) -> None:
         from polydiff.domains.image.metrics import ImageEvaluator
 
-        dm = self.trainer.datamodule
-        if dm is None or not hasattr(dm, "split_tensors"):
-            raise PolydiffError("polydiff test needs an image DataModule (DigitsDataModule or ImageFolderDataModule)")
+        dm = require_image_data(self.trainer.datamodule)
         train_x, train_y = dm.split_tensors("train")
         test_x, test_y = dm.split_tensors("test")
         n = self.eval_num_samples
@@ -336,3 +192,12 @@ class ImageDiffusion(DiffusionModule):
                                   progress=rank == 0)
         gathered = self.all_gather(mine.to(self.device)).cpu()  # [W, k, C, H, W]: gathered[r, j] is image j * W + r
         return gathered.transpose(0, 1).reshape(-1, *mine.shape[1:])[:n]
+
+
+def require_image_data(datamodule: Any) -> ImageData:
+    """``datamodule`` if it fits :class:`ImageData`, else a clear error."""
+    if not isinstance(datamodule, ImageData):
+        raise PolydiffError(f"the image model needs an image DataModule (image_size, channels, num_classes, "
+                            f"split_tensors), got {type(datamodule).__name__}; use DigitsDataModule or "
+                            "ImageFolderDataModule")
+    return datamodule

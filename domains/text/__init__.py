@@ -7,6 +7,6 @@ vocabulary. Infilling keeps given tokens exactly.
 
 from polydiff.domains.text.module import TextDiffusion
 from polydiff.domains.text.network import TimeConditionedBert
-from polydiff.domains.text.tokenizer import BPETokenizer, CharTokenizer, normalize_text8
+from polydiff.domains.text.tokenizer import BPETokenizer, CharTokenizer
 
-__all__ = ["BPETokenizer", "CharTokenizer", "TextDiffusion", "TimeConditionedBert", "normalize_text8"]
+__all__ = ["BPETokenizer", "CharTokenizer", "TextDiffusion", "TimeConditionedBert"]

@@ -8,9 +8,10 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor
 
+from polydiff.core.base import TrainingConfig
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
-from polydiff.core.module import TrainingConfig, check_checkpoint_domain, read_checkpoint
 from polydiff.core.utils import PolydiffError
+from polydiff.domains.text.data import TextData
 from polydiff.domains.text.metrics import (
     training_vocabulary,
     tuned_bigram_bits_per_char,
@@ -106,17 +107,14 @@ class TextDiffusion(DiscreteDiffusionModule):
         self._tokenizer_from_state(state_dict)
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def load_weights(self, path: str, strict: bool = True) -> list[str]:
-        ckpt = read_checkpoint(path)
-        check_checkpoint_domain(ckpt, self.domain, path)
-        self._tokenizer_from_state(ckpt["state_dict"])
-        return super().load_weights(path, strict)
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        """The tokenizer first: a BPE's vocabulary sets the size of the embedding the weights fill."""
+        self._tokenizer_from_state(checkpoint["state_dict"])
 
-    def setup(self, stage: str) -> None:
-        if self.tokenizer is None and stage == "fit":
-            dm = getattr(self.trainer, "datamodule", None)
-            if dm is None or not hasattr(dm, "split_texts"):
-                raise PolydiffError("a BPE text model needs the text DataModule to train its tokenizer")
+    def connect_data(self, datamodule: Any) -> None:
+        """At fit, a BPE model without a tokenizer trains one on the training texts."""
+        dm = require_text_data(datamodule)
+        if self.tokenizer is None and self.trainer.state.fn == "fit":
             self._set_tokenizer(BPETokenizer.train(dm.split_texts("train"), self.bpe_vocab_size))
 
     def _tok(self) -> CharTokenizer | BPETokenizer:
@@ -164,15 +162,14 @@ class TextDiffusion(DiscreteDiffusionModule):
         metrics = {"bits_per_token": bits_token,
                    "bits_per_char": self._test_totals["nats"] / max(self._test_totals.get("chars", 0.0), 1.0)
                    / math.log(2)}
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "split_texts"):
-            train, val, test = dm.split_texts("train"), dm.split_texts("val"), dm.split_texts("test")
-            metrics["unigram_bits_per_char"] = unigram_bits_per_char(train, test)
-            metrics["bigram_bits_per_char"], metrics["bigram_add_k"] = tuned_bigram_bits_per_char(train, val, test)
-            vocab = training_vocabulary(train)
-            self._test_samples = self.sample_texts(self.num_test_samples, seed=0)
-            metrics["generated_words_in_train_vocab"] = word_share(self._test_samples, vocab)
-            metrics["heldout_words_in_train_vocab"] = word_share(test, vocab)
+        dm = require_text_data(self.trainer.datamodule)
+        train, val, test = dm.split_texts("train"), dm.split_texts("val"), dm.split_texts("test")
+        metrics["unigram_bits_per_char"] = unigram_bits_per_char(train, test)
+        metrics["bigram_bits_per_char"], metrics["bigram_add_k"] = tuned_bigram_bits_per_char(train, val, test)
+        vocab = training_vocabulary(train)
+        self._test_samples = self.sample_texts(self.num_test_samples, seed=0)
+        metrics["generated_words_in_train_vocab"] = word_share(self._test_samples, vocab)
+        metrics["heldout_words_in_train_vocab"] = word_share(test, vocab)
         return metrics
 
     def on_test_epoch_end(self) -> None:
@@ -230,17 +227,25 @@ class TextDiffusion(DiscreteDiffusionModule):
 
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
-        """Unconditional samples to ``samples.txt`` (one per line), or, with ``input`` (a text with ``_`` blanks or a
-        file holding one), its completions to ``infill.txt`` (the input first, then one completion per line)."""
+        """Unconditional samples to ``samples.txt`` (one per line), or, with ``input`` (a text with ``_`` blanks, read
+        by the DataModule from ``polydiff sample --input``), its completions to ``infill.txt`` (the input first, then
+        one completion per line)."""
         if input is None:
             path = out_dir / "samples.txt"
             path.write_text("\n".join(self.sample_texts(num_samples, seed, sampler)) + "\n", encoding="utf-8")
             return [path]
-        src = Path(input)
-        text = src.read_text(encoding="utf-8").rstrip("\n") if src.is_file() else input
+        text = input
         if BLANK not in text:
             raise PolydiffError(f"--input {input[:40]!r} has no blanks; mark the characters to generate with '_'")
         texts, *_ = self.infill(text, num_samples, seed, sampler)
         path = out_dir / "infill.txt"
         path.write_text(text + "\n" + "\n".join(texts) + "\n", encoding="utf-8")
         return [path]
+
+
+def require_text_data(datamodule: Any) -> TextData:
+    """``datamodule`` if it fits :class:`TextData`, else a clear error."""
+    if not isinstance(datamodule, TextData):
+        raise PolydiffError(f"the text model needs a text DataModule (split_texts), got {type(datamodule).__name__}; "
+                            "use polydiff.datasets.text.TextDataModule")
+    return datamodule

@@ -5,18 +5,10 @@ and reserve no other special token: padding is handled by a loss / attention mas
 """
 
 import json
-import re
 
 from polydiff.core.utils import PolydiffError
 
 TEXT8_ALPHABET = "abcdefghijklmnopqrstuvwxyz "
-_NON_TEXT8 = re.compile(r"[^a-z]+")
-
-
-def normalize_text8(text: str) -> str:
-    """Lower-case, map every run of characters outside a-z to one space, strip (Mahoney's text8 convention, without
-    spelling out digits)."""
-    return _NON_TEXT8.sub(" ", text.lower()).strip()
 
 
 class CharTokenizer:

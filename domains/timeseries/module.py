@@ -10,7 +10,7 @@ with the feature names and the window length, in its checkpoints, so ``polydiff 
 """
 
 from collections import defaultdict
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,16 +18,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, TrainingConfig, read_checkpoint
+from polydiff.core.base import TrainingConfig
+from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule
 from polydiff.core.objective import ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
 from polydiff.domains.timeseries.controls import CONTROLS
+from polydiff.domains.timeseries.data import TimeSeriesData
 from polydiff.domains.timeseries.masks import EVAL_SETTINGS, TrainMask, evaluation_hide, training_hide
 from polydiff.domains.timeseries.metrics import ImputationScore, sample_quantiles
 from polydiff.domains.timeseries.network import CSDINetwork
 from polydiff.domains.timeseries.plot import plot_imputation
-from polydiff.domains.timeseries.table import read_wide_table, write_filled
+from polydiff.domains.timeseries.table import write_filled
 
 META_KEY = "polydiff_timeseries"
 METHODS = ("model", "mean", "locf", "linear")
@@ -94,18 +96,20 @@ class TimeSeriesImputation(DiffusionModule):
         self.save_hyperparameters()
 
     # ------------------------------------------------------------------ data statistics
-    def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is None or not hasattr(dm, "table_meta"):
-            if self.data_meta is None:
-                raise PolydiffError("the timeseries model needs polydiff.datasets.timeseries.TimeSeriesDataModule as "
-                                    "data (it takes the normalisation from the training split)")
-            return
-        meta = dm.table_meta()
+    def input_options(self) -> dict[str, Any]:
+        meta = self._require_meta()
+        return {"time_column": meta["time_column"], "features": list(meta["columns"])}
+
+    def connect_data(self, datamodule: Any) -> None:
+        """Check the data's feature count; at fit (or when the model has none yet) take its columns and statistics."""
+        if not isinstance(datamodule, TimeSeriesData):
+            raise PolydiffError(f"the timeseries model needs polydiff.datasets.timeseries.TimeSeriesDataModule as data "
+                                f"(it takes the normalisation from the training split), got {type(datamodule).__name__}")
+        meta = datamodule.table_meta()
         if len(meta["columns"]) != self.hparams.n_features:
             raise PolydiffError(f"the data has {len(meta['columns'])} feature columns but the model was built for "
                                 f"{self.hparams.n_features}; set --model.n_features {len(meta['columns'])}")
-        if self.data_meta is None or stage == "fit":
+        if self.data_meta is None or self.trainer.state.fn == "fit":
             self.data_meta = meta
 
     def _require_meta(self) -> dict[str, Any]:
@@ -137,12 +141,10 @@ class TimeSeriesImputation(DiffusionModule):
         super().on_load_checkpoint(checkpoint)
         self.data_meta = checkpoint.get(META_KEY) or self.data_meta
 
-    def load_weights(self, path: str, strict: bool = True) -> list[str]:
-        skipped = super().load_weights(path, strict)
-        meta = read_checkpoint(path).get(META_KEY)
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        meta = checkpoint.get(META_KEY)
         if meta is not None:
             self.data_meta = meta
-        return skipped
 
     def on_fit_start(self) -> None:
         # fine-tuning (training.init_from) loads weights, but the normalisation stays that of the new training data
@@ -194,8 +196,8 @@ class TimeSeriesImputation(DiffusionModule):
         for setting in EVAL_SETTINGS:
             for method in ("model", *CONTROLS):
                 self._scores[(setting, method)] = ImputationScore()
-        dm = getattr(self.trainer, "datamodule", None)
-        if dm is not None and hasattr(dm, "table_meta"):
+        dm = self.trainer.datamodule
+        if isinstance(dm, TimeSeriesData):
             ours, theirs = self._require_meta()["columns"], dm.table_meta()["columns"]
             if list(ours) != list(theirs):
                 raise PolydiffError(f"the test data's feature columns {list(theirs)[:6]} differ from the model's "
@@ -242,8 +244,9 @@ class TimeSeriesImputation(DiffusionModule):
 
     # ------------------------------------------------------------------ files
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
-                      input: Optional[str] = None) -> list[Path]:
-        """Impute the gaps of ``input`` (CSV / Parquet wide table with the training columns) from ``num_samples`` samples.
+                      input: Any = None) -> list[Path]:
+        """Impute the gaps of ``input`` (the wide table with the training columns that the DataModule read from
+        ``polydiff sample --input FILE``) from ``num_samples`` samples.
 
         Writes ``imputed.csv`` (the input with gaps filled by the median), ``quantiles_05.csv`` / ``quantiles_95.csv`` (the
         same layout, gaps filled by the 5 % / 95 % quantiles, observed cells unchanged) and ``imputed.png``.
@@ -253,8 +256,7 @@ class TimeSeriesImputation(DiffusionModule):
                                 "training columns and empty cells where values are missing)")
         if num_samples < 1:
             raise PolydiffError(f"--num_samples must be at least 1 (got {num_samples}); 100 gives stable 90 % intervals")
-        meta = self._require_meta()
-        table = read_wide_table(input, meta["time_column"], features=meta["columns"], allow_empty_features=True)
+        table = self.with_model_columns(input)
         median, low, high = self.impute_series(table.values, num_samples, sampler, seed)
         out_dir = Path(out_dir)
         paths = [write_filled(table, median, out_dir / "imputed.csv"),
@@ -263,6 +265,17 @@ class TimeSeriesImputation(DiffusionModule):
         paths.append(plot_imputation(out_dir / "imputed.png", table.values, median, low, high, table.features,
                                      time_label=table.time_column, times=table.frame[table.time_column].tolist()))
         return paths
+
+    def with_model_columns(self, table: Any) -> Any:
+        """``table`` with its feature columns in the model's order (an error naming the file when they differ)."""
+        columns = list(self._require_meta()["columns"])
+        missing = [c for c in columns if c not in table.features]
+        extra = [c for c in table.features if c not in columns]
+        if missing or extra:
+            raise PolydiffError(f"{table.path} does not have the model's feature columns: missing {missing[:5]}, "
+                                f"unexpected {extra[:5]}; the model was trained on {columns}")
+        order = [table.features.index(c) for c in columns]
+        return replace(table, features=columns, values=table.values[:, order])
 
     @torch.no_grad()
     def impute_series(self, values: np.ndarray, num_samples: int, sampler: Optional[SamplerConfig] = None,

@@ -1,0 +1,63 @@
+"""Files the image model writes: samples and inpaintings of ``polydiff sample`` (PNG files and a grid) and the
+validation previews. The model's methods call these; they use only its public Python API (:mod:`.api`)."""
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from polydiff.core.sampling import SamplerConfig
+from polydiff.core.utils import PolydiffError
+from polydiff.domains.image import io
+
+
+def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
+                  input: Optional[Tensor] = None) -> list[Path]:
+    """Write ``grid.png`` and one PNG per sample (``00012_class3.png``: the requested class).
+
+    With ``input`` (the ``[C, H, W]`` image in [-1, 1] that the DataModule read from ``polydiff sample --input
+    IMAGE``, resized to the model's size) ``inpaint_region`` is regenerated
+    ``num_samples`` times: ``input.png``, ``masked.png`` (the region greyed out), ``00000_inpainted.png``, ...
+    and ``grid.png`` (input, masked, then the inpainted versions).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    if input is not None:
+        if tuple(input.shape) != (model.channels, model.image_size, model.image_size):
+            raise PolydiffError(f"--input gave an image of shape {tuple(input.shape)} for a model of "
+                                f"{(model.channels, model.image_size, model.image_size)}; set --data.image_size / "
+                                "--data.channels to the model's")
+        image = (input[None].float() + 1) / 2
+        mask = io.region_mask(model.inpaint_region, model.image_size)
+        filled = model.inpaint(image.expand(num_samples, -1, -1, -1), mask, seed=seed)
+        masked = image * mask + 0.5 * (1 - mask)
+        paths += [io.save_png(image[0], out_dir / "input.png"), io.save_png(masked[0], out_dir / "masked.png")]
+        for i, img in enumerate(filled):
+            paths.append(io.save_png(img, out_dir / f"{i:05d}_inpainted.png"))
+        paths.append(io.save_grid(torch.cat([image, masked, filled]), out_dir / "grid.png"))
+        return paths
+    classes = model._classes(num_samples, None)
+    images = model.sample_images(num_samples, classes, sampler, seed=seed, progress=True)
+    for i, img in enumerate(images):
+        name = f"{i:05d}.png" if classes is None else f"{i:05d}_class{int(classes[i])}.png"
+        paths.append(io.save_png(img, out_dir / name))
+    nrow = model.num_classes if model.num_classes and num_samples >= model.num_classes else None
+    paths.append(io.save_grid(images, out_dir / "grid.png", nrow=nrow))
+    return paths
+
+
+def write_preview(model: Any) -> None:
+    """Every ``preview_every_n_epochs`` validation epochs, a grid of samples (one row per class) in
+    ``<run dir>/previews/``."""
+    t = model.trainer
+    every = model.preview_every_n_epochs
+    if every <= 0 or t.sanity_checking or not t.is_global_zero or (model.current_epoch + 1) % every:
+        return
+    n = model.num_classes * model.preview_per_class if model.num_classes else 8 * model.preview_per_class
+    images = model.sample_images(n, seed=0)
+    order = torch.arange(n).reshape(-1, model.num_classes).T.reshape(-1) if model.num_classes else torch.arange(n)
+    path = model.run_dir() / "previews" / f"epoch_{model.current_epoch + 1:04d}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    io.save_grid(images[order], path, nrow=model.preview_per_class if model.num_classes else None)
