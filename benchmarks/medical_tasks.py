@@ -66,6 +66,7 @@ def synthesis(label: str, ckpt: str, num_samples: int, seeds: int, command: str)
 
     model, dm = load(ckpt)
     real, train = dm.split_tensor("test"), dm.split_tensor("train")
+    num_samples = num_samples or model.eval_num_samples
     g = torch.Generator().manual_seed(0)
     subset = train[torch.randperm(len(train), generator=g)[:num_samples]]
     h = metrics.median_bandwidth(subset, real)
@@ -82,8 +83,8 @@ def synthesis(label: str, ckpt: str, num_samples: int, seeds: int, command: str)
     lines = [f"## {label}", "", provenance(), "",
              f"Checkpoint `{ckpt}` ({training_time(ckpt)}); {len(train)} training and {len(real)} held-out items of "
              f"{tuple(real.shape[2:])} voxels; {num_samples} samples per seed, {seeds} seeds, {cfg.name} with "
-             f"{cfg.steps} steps ({sampling:.0f} s per seed); RBF bandwidth {h:.2f} (median distance of training and "
-             "held-out items), unbiased MMD².", "",
+             f"{cfg.steps} steps ({sampling:.0f} s per seed); RBF bandwidth h = {h:.2f} (2 h² = median squared distance of "
+             "training and held-out items), MMD² as the V-statistic (as the issue's reference figures).", "",
              "| samples | MMD² to held-out items (mean ± sd over seeds) |", "|---|---|"]
     lines += [f"| {name} | {spread(v)} |" for name, v in rows.items()]
     model_mean = statistics.mean(rows["model"])
@@ -147,7 +148,8 @@ def main() -> None:
     ap.add_argument("--sr2d", help="checkpoint of recipes/medical/sr2d.yaml")
     ap.add_argument("--sr3d", help="checkpoint of recipes/medical/sr3d.yaml")
     ap.add_argument("--inpaint2d", help="checkpoint of recipes/medical/inpaint2d.yaml or synthesis2d.yaml")
-    ap.add_argument("--num_samples", type=int, default=128, help="synthesis: samples per seed")
+    ap.add_argument("--num_samples", type=int, default=None,
+                    help="synthesis: samples per seed (default: the model's eval_num_samples)")
     ap.add_argument("--seeds", type=int, default=3, help="synthesis: seeds of the samples and controls")
     ap.add_argument("--doc", default=str(DOC))
     args = ap.parse_args()
@@ -163,7 +165,8 @@ def main() -> None:
         if not ckpt:
             continue
         command = (f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/medical_tasks.py --{key} {ckpt}"
-                   + (f" --num_samples {args.num_samples} --seeds {args.seeds}" if fn is synthesis else ""))
+                   + (f" --seeds {args.seeds}" if fn is synthesis else "")
+                   + (f" --num_samples {args.num_samples}" if fn is synthesis and args.num_samples else ""))
         text = fn(label, ckpt, args.num_samples, args.seeds, command) if fn is synthesis else fn(label, ckpt, command)
         write_section(args.doc, f"medical-{key}", text, title="# Medical benchmarks")
         print(text, "\n", flush=True)

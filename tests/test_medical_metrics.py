@@ -26,22 +26,32 @@ def gaussian_mmd2(m1: float, s1: float, m2: float, s2: float, h: float) -> float
 
 def test_mmd2_matches_the_gaussian_closed_form():
     g = torch.Generator().manual_seed(0)
-    draws, null = [], []
+    n = 2000
+    unbiased, biased, null = [], [], []
     for _ in range(6):  # the estimate's spread at n = 2000 is about 0.008: average six
-        x = torch.randn(2000, 1, generator=g, dtype=torch.float64)
-        y = 0.5 + 1.5 * torch.randn(2000, 1, generator=g, dtype=torch.float64)
-        z = torch.randn(2000, 1, generator=g, dtype=torch.float64)
-        draws.append(metrics.mmd2(x, y, bandwidth=1.0))
-        null.append(metrics.mmd2(x, z, bandwidth=1.0))
+        x = torch.randn(n, 1, generator=g, dtype=torch.float64)
+        y = 0.5 + 1.5 * torch.randn(n, 1, generator=g, dtype=torch.float64)
+        z = torch.randn(n, 1, generator=g, dtype=torch.float64)
+        unbiased.append(metrics.mmd2(x, y, bandwidth=1.0, unbiased=True))
+        biased.append(metrics.mmd2(x, y, bandwidth=1.0))
+        null.append(metrics.mmd2(x, z, bandwidth=1.0, unbiased=True))
     expected = gaussian_mmd2(0.0, 1.0, 0.5, 1.5, 1.0)  # 0.0617
-    assert sum(draws) / 6 == pytest.approx(expected, abs=0.007)
-    assert abs(sum(null) / 6) < 0.002  # one distribution: the unbiased estimate is centred on zero
+    assert sum(unbiased) / 6 == pytest.approx(expected, abs=0.007)
+    assert abs(sum(null) / 6) < 0.002  # one distribution: the U-statistic is centred on zero
+    # the V-statistic adds the diagonals: (1 - E k(X, X')) / n + (1 - E k(Y, Y')) / n, exactly, draw by draw
+    bias = (1 - 1 / math.sqrt(3)) / n + (1 - 1 / math.sqrt(1 + 2 * 1.5**2)) / n
+    diagonal = [b - u for b, u in zip(biased, unbiased)]
+    assert sum(diagonal) / 6 == pytest.approx(bias, rel=0.05)
 
 
-def test_median_bandwidth_is_the_median_pairwise_distance():
+def test_median_bandwidth_is_the_median_squared_distance():
     x = torch.tensor([[0.0], [1.0]])
     y = torch.tensor([[3.0]])
-    assert metrics.median_bandwidth(x, y) == pytest.approx(2.0)  # distances 1, 3, 2
+    # squared distances 1, 9, 4: 2 h^2 = 4
+    assert metrics.median_bandwidth(x, y) == pytest.approx(math.sqrt(2.0))
+    # one point against itself: k = 1 everywhere, the V-statistic is 0; two points at distance d: 2 - 2 exp(-d^2/2h^2)
+    assert metrics.mmd2(x[:1], x[:1], bandwidth=1.0) == pytest.approx(0.0)
+    assert metrics.mmd2(x[:1], y, bandwidth=1.5) == pytest.approx(2 - 2 * math.exp(-9 / (2 * 1.5**2)))
 
 
 def test_psnr_and_ssim_closed_forms():
