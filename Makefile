@@ -30,8 +30,10 @@ demo: $(STAMP)
 		--num_samples 100 --sampler dpmpp_2m --steps 20 --guidance 2 --out demo_out
 	@echo "demo: samples in demo_out/ (grid.png: 10 per class), run in $(DEMO_RUN)"
 
-## make test: the whole test suite
+## make test: the layer contracts (import-linter), the linter (ruff) and the whole test suite
 test: $(STAMP)
+	$(BIN)/lint-imports
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 ## make bench: sampler accuracy and speed benchmarks, written to docs/benchmarks.md

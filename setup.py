@@ -10,7 +10,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 ROOT = Path(__file__).parent
-MAPPED = {"polydiff.core": "core", "polydiff.domains": "domains", "polydiff.datasets": "datasets", "polydiff.recipes": "recipes"}
+MAPPED = {"polydiff.core": "core", "polydiff.domains": "domains", "polydiff.datasets": "datasets",
+          "polydiff.recipes": "recipes"}
 
 packages, package_dir = [], {}
 for name, folder in MAPPED.items():

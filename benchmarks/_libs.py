@@ -5,7 +5,8 @@ grid ending in 0), the same start noise ``z``, and the same denoiser. diffusers'
 UniPCMultistep) carry ``x_vp = x~ / sqrt(1 + sigma~^2)``; its Euler and Heun schedulers carry ``x~`` and ask the model for
 ``x_vp``. Every model receives an eps prediction computed exactly from the x0 prediction. NFE are counted by the denoiser.
 
-diffusers and k-diffusion are optional (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without its dependencies); nothing here is imported by polydiff itself.
+diffusers and k-diffusion are optional (``make bench`` installs them: the ``[bench]`` extra plus k-diffusion without
+its dependencies); nothing here is imported by polydiff itself.
 """
 
 import importlib.util
@@ -16,9 +17,8 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from _gmm import GaussianMixture
+from torch import Tensor
 
 
 class CountingVE:
@@ -153,7 +153,7 @@ def run_diffusers(name: str, gmm: GaussianMixture, sigmas: np.ndarray, z: Tensor
     s0 = float(sigmas[0])
     x = z * s0 if ve_state else z * s0 / (1 + s0**2) ** 0.5
     model = CountingVE(gmm)
-    for i, t in enumerate(sched.timesteps):
+    for t in sched.timesteps:
         if name == "DDIM":
             ac = sched.alphas_cumprod[int(t)].double()
             s = ((1 - ac) / ac).sqrt()

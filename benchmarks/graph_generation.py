@@ -33,7 +33,8 @@ def recipe_model_args(recipe: str) -> dict:
 
 
 def recipe_sampler(recipe: str) -> dict:
-    """The recipe's sampler settings (a checkpoint stores the sampler it was trained with; the benchmark uses the recipe's)."""
+    """The recipe's sampler settings (a checkpoint stores the sampler it was trained with; the benchmark uses the
+    recipe's)."""
     return recipe_model_args(recipe)["sampler"]
 
 

@@ -144,12 +144,12 @@ def overhead(steps: int, repeats: int, with_unet: bool, unet_samplers: tuple[str
             if net is None or (tag == "unet" and name not in unet_samplers):
                 continue
             times = {lib: [] for lib, _ in loops}
-            for lib, loop in loops:
+            for _lib, loop in loops:
                 if tag == "null":
                     loop(name, net, steps, cond, x_init)  # warm-up
             for _ in range(reps):  # alternate the libraries so that both see the same machine load
                 for lib, loop in loops:
-                    t, calls = _timed(lambda: loop(name, net, steps, cond, x_init), 1)
+                    t, calls = _timed(lambda: loop(name, net, steps, cond, x_init), 1)  # noqa: B023 - called at once
                     times[lib].append(t)
                     row[f"{lib}_calls"] = calls
             for lib, _ in loops:
@@ -370,7 +370,8 @@ def main(argv=None) -> None:
         dr = digits_checkpoint(args.ckpt, n=args.digits_samples, variants=("diffusers default grid",)
                                + (("polydiff's grid",) if args.same_grid else ()))
         lines = ["### DPM-Solver++(2M) on the trained digits model: polydiff vs diffusers", "",
-                  f"Checkpoint `{args.ckpt}`; {args.digits_samples} class-conditional samples (classes 0..9 in turn), guidance 2, "
+                  f"Checkpoint `{args.ckpt}`; {args.digits_samples} class-conditional samples (classes 0..9 in turn), "
+                  "guidance 2, "
                   "same initial noise; classifier-feature Fréchet distance to the test split (floor: train split "
                   f"{dr[0]['floor']:.2f}, ceiling: noise {dr[0]['ceiling']:.1f}) and class accuracy.", "",
                   "| steps | diffusers grid | polydiff FD | polydiff acc. | polydiff s | diffusers FD | diffusers acc. | "

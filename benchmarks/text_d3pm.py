@@ -129,7 +129,8 @@ def main_cli() -> None:
              "bound estimated at `bound_times` stratified steps per chunk, unbiased) next to add-k unigram and "
              "bigram models fitted on the training chunks (k of the bigram chosen on validation). Lower is better.",
              "",
-             "| recipe | transition / loss | T | training steps (minutes of training, shared CPU) | bits/char (bound) | unigram "
+             "| recipe | transition / loss | T | training steps (minutes of training, shared CPU) | bits/char (bound) "
+             "| unigram "
              "| bigram | generated words in train vocabulary | held-out words in train vocabulary |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

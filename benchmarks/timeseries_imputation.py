@@ -49,11 +49,12 @@ def run_test(ckpt: str, out: Path, overrides: list[str]) -> dict:
 
 def monthly_linear_control(eval_repeats: int, eval_seed: int, forecast_horizon: int) -> dict[str, dict[str, float]]:
     """Linear interpolation along the monthly series (row-major over YEAR x JAN..DEC) on the masks of ``polydiff test``."""
+    import yaml
+
     from polydiff.datasets.timeseries import TimeSeriesDataModule
     from polydiff.domains.timeseries.masks import EVAL_SETTINGS, evaluation_hide
     from polydiff.domains.timeseries.metrics import ImputationScore
     from polydiff.domains.timeseries.module import evaluation_seed
-    import yaml
 
     cfg = yaml.safe_load(RECIPE.read_text())["data"]["init_args"]
     dm = TimeSeriesDataModule(**cfg)

@@ -1,7 +1,6 @@
 """DiscreteDiffusionModule with two categorical variables of different sizes, masks and a constraint (the shape of the
 graph domain's use): loss, exact bound against a closed form, stratified bound, constrained sampling."""
 
-import math
 
 import pytest
 import torch

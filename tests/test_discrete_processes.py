@@ -47,7 +47,8 @@ def textbook_step(proc, T, k):
     if proc.kind == "absorbing":
         beta = 1.0 / (T - k + 1)  # D3PM's absorbing schedule
     else:  # cosine schedule: beta_k = 1 - abar_k / abar_{k-1}
-        f = lambda u: math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+        def f(u):
+            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
         beta = 1.0 if k == T else 1 - f(k / T) / f((k - 1) / T)
     e = torch.eye(K, dtype=torch.float64)
     return (1 - beta) * e + beta * torch.ones(K, 1, dtype=torch.float64) * proc.limit[None, :]

@@ -27,7 +27,7 @@ def test_short_training_beats_linear_interpolation_on_coupled_features():
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     data = torch.from_numpy(windows[:448])
     gen = torch.Generator().manual_seed(0)
-    for step in range(250):
+    for _ in range(250):
         idx = torch.randint(0, len(data), (32,), generator=gen)
         batch = {"values": data[idx], "observed": torch.ones_like(data[idx])}
         loss = model.diffusion_loss(model.encode(batch)).mean()

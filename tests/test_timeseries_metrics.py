@@ -7,6 +7,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from polydiff.core.utils import PolydiffError
 from polydiff.domains.timeseries.controls import linear_impute, locf_impute, mean_impute
 from polydiff.domains.timeseries.masks import (
     block_hide,
@@ -19,7 +20,6 @@ from polydiff.domains.timeseries.masks import (
 )
 from polydiff.domains.timeseries.metrics import QUANTILE_LEVELS, ImputationScore, sample_quantiles
 from polydiff.domains.timeseries.network import CSDINetwork
-from polydiff.core.utils import PolydiffError
 
 torch.set_num_threads(1)
 
@@ -142,4 +142,5 @@ def test_network_ignores_noise_at_conditioning_positions_and_values_at_targets()
     assert not torch.allclose(out, out3, atol=1e-4)  # the observed values do matter
     assert out.shape == x.shape
     one = CSDINetwork(1, channels=8, layers=1, heads=2, time_embedding_dim=8, feature_embedding_dim=4)
-    assert one(torch.randn(2, 1, 5), c, {"values": torch.zeros(2, 1, 5), "cond_mask": torch.zeros(2, 1, 5)}).shape == (2, 1, 5)
+    cond = {"values": torch.zeros(2, 1, 5), "cond_mask": torch.zeros(2, 1, 5)}
+    assert one(torch.randn(2, 1, 5), c, cond).shape == (2, 1, 5)
