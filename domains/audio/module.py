@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -22,20 +21,20 @@ from polydiff.core.base import TrainingConfig
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
-from polydiff.domains.audio.audio_io import write_audio
-from polydiff.domains.audio.consistency import ProjectedDenoiser, check_mode, projection
+from polydiff.domains.audio import writers
+from polydiff.domains.audio.api import VocoderAPI
+from polydiff.domains.audio.consistency import check_mode
 from polydiff.domains.audio.data import AudioData
 from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct
-from polydiff.domains.audio.metrics import griffin_lim, log_mel_l1, mr_stft_distance, periodicity_error, si_sdr
+from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, periodicity_error, si_sdr
 from polydiff.domains.audio.network import DiffWave
-from polydiff.domains.audio.plots import save_spectrograms
 
 #: hyper-parameters that define the features; a checkpoint must agree on all of them
 FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "log_floor", "mel_mean", "mel_std",
                 "mel_prior", "spectral_prior")
 
 
-class VocoderModule(DiffusionModule):
+class VocoderModule(VocoderAPI, DiffusionModule):
     """DiffWave-style mel-to-waveform vocoder (Kong et al. 2021) with an optional mel prior (PriorGrad / SpecGrad-like).
 
     Args:
@@ -159,45 +158,11 @@ class VocoderModule(DiffusionModule):
         mel = self.features(wave)
         return DiffusionBatch(x0=self.whiten(wave, mel), cond=mel)
 
-    # ------------------------------------------------------------------ vocoding
-    @torch.no_grad()
-    def vocode(self, mel_norm: Tensor, samples: Optional[int] = None, sampler: Optional[SamplerConfig] = None,
-               seed: int = 0) -> Tensor:
-        """Waveforms ``[B, 1, samples]`` from normalised log-mels ``[B, n_mels, F]`` (default ``(F - 1) * hop`` samples)."""
-        if mel_norm.ndim != 3 or mel_norm.shape[1] != self.features.n_mels:
-            raise PolydiffError(f"mel input must have shape [B, {self.features.n_mels}, frames], got "
-                                f"{tuple(mel_norm.shape)}")
-        samples = samples or (mel_norm.shape[-1] - 1) * self.features.hop_length
-        mel_norm = mel_norm.to(self.device)
-        pad = 0
-        if self.mel_prior and self.spectral_prior:
-            # two silent frames at the end: the circular MDCT's wrap-around frame then joins silence to the start
-            # instead of putting the start's spectrum into the end of the signal; trimmed below
-            pad = 2
-            silence = self.features.normalise(torch.full_like(mel_norm[..., :pad], self.features.log_floor).log())
-            mel_norm = torch.cat([mel_norm[..., :samples // self.features.hop_length + 1], silence], -1)
-        full = samples + pad * self.features.hop_length
-        shape = (mel_norm.shape[0], 1, full)
-        # the core starts from the marginal of the first grid level (DiffWave's schedule ends at alpha_bar 0.29)
-        # the projection targets the clip's own mel (its last frames see reflect padding, not the silent pad frames)
-        # and leaves the padding alone
-        project = projection(self.features, self.consistency, self.consistency_iters,
-                             self.features.denormalise(mel_norm[..., :samples // self.features.hop_length + 1]))
-        denoiser = None
-        if project is not None:
-            denoiser = ProjectedDenoiser(self.denoiser, self.colour, self.whiten,
-                                         lambda w: torch.cat([project(w[..., :samples]), w[..., samples:]], -1))
-        x = self.generate(shape, cond=mel_norm, sampler=sampler, seed=seed, denoiser=denoiser)
-        return self.colour(x, mel_norm)[..., :samples]
-
+    # ------------------------------------------------------------------ vocoding (the Python API is api.py)
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
         """``polydiff predict``: the batch's waveforms ``[B, 1, S]`` re-synthesised from their own mels."""
         wave = self._wave(batch)
         return self.vocode(self.features(wave), wave.shape[-1], seed=batch_idx).cpu()
-
-    def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
-        """The Griffin-Lim control from the same normalised mel."""
-        return griffin_lim(self.features, self.features.denormalise(mel_norm), samples, self.griffin_lim_iters)
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = super().validation_step(batch, batch_idx)
@@ -251,65 +216,16 @@ class VocoderModule(DiffusionModule):
                  "consistency": self.consistency, "consistency_iters": self.consistency_iters,
                  "torch_threads": torch.get_num_threads()}
         if self.trainer.is_global_zero:
-            print(format_table(metrics, cfg, self.consistency, self.consistency_iters))
+            print(writers.format_table(metrics, cfg, self.consistency, self.consistency_iters))
         self.report_metrics(metrics, extra)
 
-    # ------------------------------------------------------------------ polydiff sample
-    def input_mel(self, input: dict[str, Any]) -> tuple[Tensor, Optional[Tensor], str]:
-        """``(mel_norm [1, n_mels, F], reference wave or None, name)`` from what the DataModule read for ``polydiff
-        sample --input``: a recording (``wave`` at ``sample_rate``) or a log-mel (``log_mel [n_mels, frames]``, the
-        natural-log magnitude mel computed with this model's settings)."""
-        name, path = input["name"], input.get("path", input["name"])
-        if int(input["sample_rate"]) != self.features.sample_rate:
-            raise PolydiffError(f"--input {path} was read at {input['sample_rate']} Hz but the model works at "
-                                f"{self.features.sample_rate} Hz; set --data.sample_rate {self.features.sample_rate}")
-        if input.get("log_mel") is not None:
-            log_mel = input["log_mel"]
-            n_mels = self.features.n_mels
-            if log_mel.shape[0] != n_mels:
-                raise PolydiffError(f"mel file {path} has shape {tuple(log_mel.shape)}; expected [{n_mels}, frames >= 2] "
-                                    f"natural-log magnitude mels (sample_rate={self.features.sample_rate}, hop_length="
-                                    f"{self.features.hop_length}), e.g. the <name>.mel.npy written by polydiff sample")
-            return self.features.normalise(log_mel[None]), None, name
-        wave = input["wave"]
-        if wave.numel() < self.features.n_fft:
-            raise PolydiffError(f"audio file {path} has {wave.numel()} samples, fewer than n_fft={self.features.n_fft}")
-        wave = wave[None, None]
-        return self.features(wave), wave, name
-
+    # ------------------------------------------------------------------ polydiff sample (see writers.py)
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[dict[str, Any]] = None) -> list[Path]:
-        """Re-synthesise ``input`` (a WAV/FLAC or log-mel .npy, read by the DataModule): writes ``<name>.wav``,
-        ``<name>.mel.npy`` (the mel that was
-        vocoded) and ``<name>_spectrograms.png`` (reference, vocoder and Griffin-Lim log-mels)."""
-        if input is None:
-            raise PolydiffError("the audio vocoder re-synthesises a recording: pass --input FILE.wav (or a log-mel .npy)")
-        mel, ref, name = self.input_mel(input)
-        mel = mel.to(self.device)
-        samples = (mel.shape[-1] - 1) * self.features.hop_length
-        t0 = time.perf_counter()
-        wave = self.vocode(mel, samples, sampler, seed)
-        rtf = (time.perf_counter() - t0) / (samples / self.features.sample_rate)
-        out_dir = Path(out_dir)
-        paths = [write_audio(out_dir / f"{name}.wav", wave[0], self.features.sample_rate)]
-        npy = out_dir / f"{name}.mel.npy"
-        np.save(npy, self.features.denormalise(mel)[0].cpu().numpy())
-        paths.append(npy)
-        gl = self.griffin_lim(mel, samples)
-        panels = [("input" if ref is not None else "input mel (.npy)", self.features.denormalise(mel)[0]),
-                  (f"diffwave ({sampler.name}, {sampler.steps} steps"
-                   + (f", {self.consistency} consistency)" if self.consistency != "none" else ")"),
-                   self.features.log_mel(wave)[0]),
-                  (f"griffin-lim ({self.griffin_lim_iters} iterations)", self.features.log_mel(gl)[0])]
-        paths.append(save_spectrograms(out_dir / f"{name}_spectrograms.png", panels, self.features.sample_rate,
-                                       self.features.hop_length))
-        msg = f"vocoded {samples / self.features.sample_rate:.2f} s at real-time factor {rtf:.2f}"
-        if ref is not None:
-            ref = ref[..., :samples].to(wave.device)
-            msg += (f"; log-mel L1 vs input: vocoder {float(log_mel_l1(self.features, ref, wave)):.3f}, "
-                    f"Griffin-Lim {float(log_mel_l1(self.features, ref, gl)):.3f}")
-        print(msg)
-        return paths
+        """Re-synthesise ``input`` (a WAV/FLAC or log-mel .npy, read by the DataModule): ``<name>.wav``,
+        ``<name>.mel.npy`` and ``<name>_spectrograms.png`` (:func:`polydiff.domains.audio.writers.write_samples`)."""
+        return writers.write_samples(self, out_dir, num_samples, sampler, seed, input)
+
 
     # ------------------------------------------------------------------ checkpoints
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -340,18 +256,3 @@ class VocoderModule(DiffusionModule):
         if diff:
             raise PolydiffError(f"checkpoint {path} was trained with other mel features: {', '.join(diff)}; use the "
                                 "recipe it was trained with or pass the same --model.* feature settings")
-
-
-def format_table(metrics: dict[str, float], cfg: SamplerConfig, consistency: str = "none",
-                 consistency_iters: int = 0) -> str:
-    """Markdown table: vocoder vs Griffin-Lim on the held-out clips."""
-    lines = ["| method | log-mel L1 (lower) | MR-STFT (lower) | SI-SDR dB (higher) | periodicity error (lower) | "
-             "real-time factor |", "|---|---|---|---|---|---|"]
-    label = f"DiffWave-style, {cfg.name} {cfg.steps} steps"
-    if consistency != "none":
-        label += f" + {consistency} consistency ({consistency_iters} iterations per step)"
-    for name, row in (("diffwave", label), ("griffinlim", "Griffin-Lim, 32 iterations")):
-        lines.append(f"| {row} | {metrics[f'{name}_logmel_l1']:.3f} | {metrics[f'{name}_mrstft']:.3f} | "
-                     f"{metrics[f'{name}_si_sdr']:.2f} | {metrics[f'{name}_periodicity']:.3f} | "
-                     f"{metrics[f'{name}_rtf']:.3f} |")
-    return "\n".join(lines)

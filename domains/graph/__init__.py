@@ -6,7 +6,8 @@
 * :mod:`.io`: GraphML and PNG outputs.
 """
 
-from polydiff.domains.graph.module import GraphDiffusionModule, dense_to_nx
+from polydiff.domains.graph.api import dense_to_nx
+from polydiff.domains.graph.module import GraphDiffusionModule
 from polydiff.domains.graph.transformer import GraphTransformer
 
 __all__ = ["GraphDiffusionModule", "GraphTransformer", "dense_to_nx"]

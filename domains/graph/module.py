@@ -26,6 +26,7 @@ from torch_geometric.utils import to_dense_adj, to_dense_batch
 from polydiff.core.base import TrainingConfig
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
 from polydiff.core.utils import PolydiffError
+from polydiff.domains.graph.api import GraphSamplingAPI
 from polydiff.domains.graph.controls import erdos_renyi_control
 from polydiff.domains.graph.data import GraphData
 from polydiff.domains.graph.io import draw_grid, write_graphml
@@ -33,19 +34,7 @@ from polydiff.domains.graph.metrics import evaluate
 from polydiff.domains.graph.transformer import GraphTransformer
 
 
-def dense_to_nx(nodes: Tensor, edges: Tensor, n: int) -> nx.Graph:
-    """One dense graph (categories, first ``n`` nodes real) -> networkx with integer ``type`` attributes."""
-    g = nx.Graph()
-    for i in range(n):
-        g.add_node(i, type=int(nodes[i]))
-    e = edges[:n, :n]
-    rows, cols = torch.nonzero(torch.triu(e, 1), as_tuple=True)
-    for u, v in zip(rows.tolist(), cols.tolist()):
-        g.add_edge(u, v, type=int(e[u, v]))
-    return g
-
-
-class GraphDiffusionModule(DiscreteDiffusionModule):
+class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
     """Discrete (DiGress-style) diffusion over node and edge categories of undirected graphs.
 
     Args:
@@ -202,30 +191,7 @@ class GraphDiffusionModule(DiscreteDiffusionModule):
     def select_condition(self, cond: Any, index: Tensor) -> Any:
         return cond[index.to(cond.device)]
 
-    # ------------------------------------------------------------------ sampling
-    def sample_node_counts(self, num: int, generator: torch.Generator) -> Tensor:
-        """Node counts drawn from the training histogram (DiGress)."""
-        probs = self.node_counts.float().cpu()
-        if probs.sum() <= 0:
-            raise PolydiffError("the model has no node-count histogram; train it (polydiff fit) before sampling")
-        return torch.multinomial(probs / probs.sum(), num, replacement=True, generator=generator)
-
-    @torch.no_grad()
-    def sample_graphs(self, num: int, sampler: Optional[CategoricalSamplerConfig] = None, seed: int = 0,
-                      progress: bool = False) -> list[nx.Graph]:
-        """``num`` generated graphs (networkx, ``type`` attributes) from a fixed seed, in batches of eval_batch_size."""
-        gen = torch.Generator().manual_seed(seed)
-        counts = self.sample_node_counts(num, gen)
-        graphs: list[nx.Graph] = []
-        for start in range(0, num, self.eval_batch_size):
-            sizes = counts[start:start + self.eval_batch_size]
-            b, n = len(sizes), int(sizes.max())
-            node_mask = (torch.arange(n).unsqueeze(0) < sizes.unsqueeze(1)).float().to(self.device)
-            nodes, edges = self.generate([(b, n), (b, n, n)], cond=node_mask, sampler=sampler, seed=seed + start,
-                                         progress=progress, mask=(node_mask, None))
-            for i in range(b):
-                graphs.append(dense_to_nx(nodes[i].cpu(), edges[i].cpu(), int(sizes[i])))
-        return graphs
+    # ------------------------------------------------------------------ sampling (the Python API is api.py)
 
     def predict_step(self, batch: Any, batch_idx: int) -> list[nx.Graph]:
         """``polydiff predict``: one unconditional sample (networkx) per graph of the batch (the graphs only set the

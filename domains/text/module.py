@@ -1,7 +1,6 @@
 """The text domain's LightningModule: a categorical diffusion language model over characters or BPE tokens."""
 
 import math
-import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -11,6 +10,8 @@ from torch import Tensor
 from polydiff.core.base import TrainingConfig
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
 from polydiff.core.utils import PolydiffError
+from polydiff.domains.text import writers
+from polydiff.domains.text.api import TextSamplingAPI
 from polydiff.domains.text.data import TextData
 from polydiff.domains.text.metrics import (
     training_vocabulary,
@@ -21,10 +22,8 @@ from polydiff.domains.text.metrics import (
 from polydiff.domains.text.network import TimeConditionedBert
 from polydiff.domains.text.tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_json
 
-BLANK = "_"
 
-
-class TextDiffusion(DiscreteDiffusionModule):
+class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
     """Discrete diffusion over text (D3PM uniform / absorbing, MDLM) with a time-conditioned BERT denoiser.
 
     Batches are lists of strings (see :class:`polydiff.datasets.text.TextDataModule`); the model tokenises them.
@@ -179,68 +178,18 @@ class TextDiffusion(DiscreteDiffusionModule):
                                       "bound_times": self.diffusion_config.bound_times,
                                       "steps": self.diffusion_config.steps})
 
-    # ------------------------------------------------------------------ sampling
+    # ------------------------------------------------------------------ sampling (the Python API is api.py)
+    def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
+                      input: Optional[str] = None) -> list[Path]:
+        """``samples.txt``, or with ``input`` (a text with ``_`` blanks) ``infill.txt``
+        (:func:`polydiff.domains.text.writers.write_samples`)."""
+        return writers.write_samples(self, out_dir, num_samples, sampler, seed, input)
+
     def predict_step(self, batch: Any, batch_idx: int) -> list[str]:
         """``polydiff predict``: one unconditional sample per item of the batch (the items only set the count); the seed
         differs per batch and per process."""
         return self.sample_texts(len(batch), seed=batch_idx * self.trainer.world_size + self.global_rank)
 
-    def sample_texts(self, n: int, seed: int = 0, sampler: CategoricalSamplerConfig | None = None,
-                     length: int | None = None) -> list[str]:
-        """``n`` unconditional samples of ``length`` tokens (default ``max_len``), decoded."""
-        (tokens,) = self.generate([(n, length or self.max_len)], sampler=sampler, seed=seed)
-        return self.decode(tokens)
-
-    def parse_blanks(self, text: str) -> tuple[Tensor, Tensor]:
-        """Token ids and the mask of given (fixed) tokens of a text whose runs of ``_`` are blanks, one per token."""
-        tok = self._tok()
-        ids: list[int] = []
-        fixed: list[bool] = []
-        for part in re.split(r"(_+)", text):
-            if not part:
-                continue
-            if part.startswith(BLANK):
-                ids += [0] * len(part)
-                fixed += [False] * len(part)
-            else:
-                seg = part.lower() if tok.kind == "char" else part
-                if tok.kind == "char":
-                    seg = re.sub(r"[^a-z]+", " ", seg)
-                enc = tok.encode(seg)
-                ids += enc
-                fixed += [True] * len(enc)
-        if not ids:
-            raise PolydiffError("--input is empty; give a text with blanks, e.g. \"the ____ of the ____\"")
-        if len(ids) > self.max_len:
-            raise PolydiffError(f"--input has {len(ids)} tokens, more than the model's max_len {self.max_len}")
-        return torch.tensor(ids, dtype=torch.long), torch.tensor(fixed, dtype=torch.bool)
-
-    def infill(self, text: str, n: int, seed: int = 0, sampler: CategoricalSamplerConfig | None = None
-               ) -> tuple[list[str], Tensor, Tensor, Tensor]:
-        """Fill the blanks (``_``) of ``text`` ``n`` times; returns texts, tokens ``[n, L]``, given ids and fixed mask."""
-        ids, fixed = self.parse_blanks(text)
-        L = len(ids)
-        f = fixed.expand(n, L).to(self.device)
-        v = ids.expand(n, L).to(self.device)
-        (tokens,) = self.generate([(n, L)], sampler=sampler, seed=seed, fixed=[f], values=[v])
-        return self.decode(tokens), tokens, ids, fixed
-
-    def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
-                      input: Optional[str] = None) -> list[Path]:
-        """Unconditional samples to ``samples.txt`` (one per line), or, with ``input`` (a text with ``_`` blanks, read
-        by the DataModule from ``polydiff sample --input``), its completions to ``infill.txt`` (the input first, then
-        one completion per line)."""
-        if input is None:
-            path = out_dir / "samples.txt"
-            path.write_text("\n".join(self.sample_texts(num_samples, seed, sampler)) + "\n", encoding="utf-8")
-            return [path]
-        text = input
-        if BLANK not in text:
-            raise PolydiffError(f"--input {input[:40]!r} has no blanks; mark the characters to generate with '_'")
-        texts, *_ = self.infill(text, num_samples, seed, sampler)
-        path = out_dir / "infill.txt"
-        path.write_text(text + "\n" + "\n".join(texts) + "\n", encoding="utf-8")
-        return [path]
 
 
 def require_text_data(datamodule: Any) -> TextData:

@@ -10,11 +10,10 @@ with the feature names and the window length, in its checkpoints, so ``polydiff 
 """
 
 from collections import defaultdict
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,19 +22,18 @@ from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModul
 from polydiff.core.objective import ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
+from polydiff.domains.timeseries import writers
+from polydiff.domains.timeseries.api import ImputationAPI
 from polydiff.domains.timeseries.controls import CONTROLS
 from polydiff.domains.timeseries.data import TimeSeriesData
 from polydiff.domains.timeseries.masks import EVAL_SETTINGS, TrainMask, evaluation_hide, training_hide
 from polydiff.domains.timeseries.metrics import ImputationScore, sample_quantiles
 from polydiff.domains.timeseries.network import CSDINetwork
-from polydiff.domains.timeseries.plot import plot_imputation
-from polydiff.domains.timeseries.table import write_filled
 
 META_KEY = "polydiff_timeseries"
-METHODS = ("model", "mean", "locf", "linear")
 
 
-class TimeSeriesImputation(DiffusionModule):
+class TimeSeriesImputation(ImputationAPI, DiffusionModule):
     """CSDI-style imputation and forecasting of multivariate series with probabilistic output.
 
     Args:
@@ -161,23 +159,7 @@ class TimeSeriesImputation(DiffusionModule):
         cond_mask = observed - hide
         return DiffusionBatch(x0=z, cond={"values": z * cond_mask, "cond_mask": cond_mask}, mask=hide)
 
-    # ------------------------------------------------------------------ imputation
-    @torch.no_grad()
-    def impute(self, z: Tensor, cond_mask: Tensor, num_samples: int, sampler: Optional[SamplerConfig] = None,
-               seed: int = 0) -> Tensor:
-        """``num_samples`` imputations ``[N, B, K, L]`` (model scale) of windows ``z`` given the values where ``cond_mask``
-        is 1; those values are returned unchanged."""
-        b = z.shape[0]
-        cond_values = z * cond_mask
-        per_call = max(1, self.hparams.max_batch // max(b, 1))
-        out = []
-        for i, start in enumerate(range(0, num_samples, per_call)):
-            n = min(per_call, num_samples - start)
-            cond = {"values": cond_values.repeat(n, 1, 1), "cond_mask": cond_mask.repeat(n, 1, 1)}
-            x = self.generate((n * b, *z.shape[1:]), cond=cond, sampler=sampler, seed=seed + 7919 * i)
-            out.append(x.to(z.dtype).view(n, *z.shape))
-        samples = torch.cat(out, dim=0)
-        return cond_mask * z + (1 - cond_mask) * samples
+    # ------------------------------------------------------------------ imputation (the Python API is api.py)
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         """``polydiff predict``: the batch's windows with every missing value imputed (data scale, ``[B, K, L]``):
@@ -231,7 +213,7 @@ class TimeSeriesImputation(DiffusionModule):
         for (setting, method), score in self._scores.items():
             for k, v in score.result().items():
                 metrics[f"{setting}/{method}/{k}"] = v
-        table = metrics_table(metrics)
+        table = writers.metrics_table(metrics)
         if self.trainer.is_global_zero:
             print(table)
         self.report_metrics(metrics, extra={
@@ -242,92 +224,17 @@ class TimeSeriesImputation(DiffusionModule):
             "data": {k: v for k, v in (self.data_meta or {}).items() if k not in ("mean", "std")},
         })
 
-    # ------------------------------------------------------------------ files
+    # ------------------------------------------------------------------ files (see writers.py)
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Any = None) -> list[Path]:
-        """Impute the gaps of ``input`` (the wide table with the training columns that the DataModule read from
-        ``polydiff sample --input FILE``) from ``num_samples`` samples.
+        """Impute the gaps of ``input`` (the wide table the DataModule read from ``polydiff sample --input FILE``):
+        ``imputed.csv``, ``quantiles_05.csv``, ``quantiles_95.csv``, ``imputed.png``
+        (:func:`polydiff.domains.timeseries.writers.write_samples`)."""
+        return writers.write_samples(self, out_dir, num_samples, sampler, seed, input)
 
-        Writes ``imputed.csv`` (the input with gaps filled by the median), ``quantiles_05.csv`` / ``quantiles_95.csv`` (the
-        same layout, gaps filled by the 5 % / 95 % quantiles, observed cells unchanged) and ``imputed.png``.
-        """
-        if input is None:
-            raise PolydiffError("the timeseries model imputes a file: pass --input FILE.csv (a wide table with the "
-                                "training columns and empty cells where values are missing)")
-        if num_samples < 1:
-            raise PolydiffError(f"--num_samples must be at least 1 (got {num_samples}); 100 gives stable 90 % intervals")
-        table = self.with_model_columns(input)
-        median, low, high = self.impute_series(table.values, num_samples, sampler, seed)
-        out_dir = Path(out_dir)
-        paths = [write_filled(table, median, out_dir / "imputed.csv"),
-                 write_filled(table, low, out_dir / "quantiles_05.csv"),
-                 write_filled(table, high, out_dir / "quantiles_95.csv")]
-        paths.append(plot_imputation(out_dir / "imputed.png", table.values, median, low, high, table.features,
-                                     time_label=table.time_column, times=table.frame[table.time_column].tolist()))
-        return paths
 
-    def with_model_columns(self, table: Any) -> Any:
-        """``table`` with its feature columns in the model's order (an error naming the file when they differ)."""
-        columns = list(self._require_meta()["columns"])
-        missing = [c for c in columns if c not in table.features]
-        extra = [c for c in table.features if c not in columns]
-        if missing or extra:
-            raise PolydiffError(f"{table.path} does not have the model's feature columns: missing {missing[:5]}, "
-                                f"unexpected {extra[:5]}; the model was trained on {columns}")
-        order = [table.features.index(c) for c in columns]
-        return replace(table, features=columns, values=table.values[:, order])
-
-    @torch.no_grad()
-    def impute_series(self, values: np.ndarray, num_samples: int, sampler: Optional[SamplerConfig] = None,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Median, 5 % and 95 % quantile ``[T, K]`` of ``num_samples`` imputations of a whole series ``[T, K]`` (NaN where
-        missing; observed values come back unchanged).
-
-        The series is cut into consecutive windows of the training length (the last one aligned with the end, a short
-        series padded with missing steps); each window is imputed from its own observed values.
-        """
-        length = int(self._require_meta()["window"])
-        t_total = values.shape[0]
-        padded = np.full((max(t_total, length), values.shape[1]), np.nan)
-        padded[:t_total] = values
-        starts = list(range(0, padded.shape[0] - length + 1, length))
-        if starts[-1] + length < padded.shape[0]:
-            starts.append(padded.shape[0] - length)
-        windows = np.stack([padded[s:s + length].T for s in starts])  # [W, K, L]
-        observed = torch.from_numpy(~np.isnan(windows)).to(self.device, torch.float32)
-        raw = torch.from_numpy(np.nan_to_num(windows)).to(self.device, torch.float32)
-        z = self.normalise(raw, observed)
-        samples = self.denormalise(self.impute(z, observed, num_samples, sampler, seed)).double()
-        stats = [samples.median(dim=0).values if num_samples % 2 else torch.quantile(samples, 0.5, dim=0),
-                 torch.quantile(samples, 0.05, dim=0), torch.quantile(samples, 0.95, dim=0)]
-        outputs = []
-        for s_all in stats:
-            series = np.empty_like(padded)
-            for w, s in enumerate(starts):
-                series[s:s + length] = s_all[w].T.cpu().numpy()
-            series = series[:t_total]
-            series[~np.isnan(values)] = values[~np.isnan(values)]
-            outputs.append(series)
-        return outputs[0], outputs[1], outputs[2]
 
 
 def evaluation_seed(eval_seed: int, batch_idx: int, setting_idx: int) -> int:
     """Seed of the hidden-value masks (and samples) of one test batch and setting: the same for every method."""
     return eval_seed * 1_000_003 + 10_007 * batch_idx + 101 * setting_idx
-
-
-def metrics_table(metrics: dict[str, float]) -> str:
-    """Markdown table of ``{setting}/{method}/{metric}`` values: one row per setting and method."""
-    lines = ["| setting | method | MAE | RMSE | CRPS | 90 % coverage | hidden values |",
-             "|---|---|---|---|---|---|---|"]
-    settings = [s for s in EVAL_SETTINGS if f"{s}/model/mae" in metrics]
-    for s in settings:
-        for m in METHODS:
-            if f"{s}/{m}/mae" not in metrics:
-                continue
-            cov = metrics[f"{s}/{m}/coverage90"]
-            cov_txt = "–" if cov != cov else f"{cov:.3f}"
-            name = "**CSDI (polydiff)**" if m == "model" else m
-            lines.append(f"| {s} | {name} | {metrics[f'{s}/{m}/mae']:.4f} | {metrics[f'{s}/{m}/rmse']:.4f} | "
-                         f"{metrics[f'{s}/{m}/crps']:.4f} | {cov_txt} | {int(metrics[f'{s}/{m}/n_hidden'])} |")
-    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""The vocoder's Python API: waveforms from log-mels with any core sampler, and the Griffin-Lim control.
+
+:class:`VocoderAPI` is a mixin of :class:`polydiff.domains.audio.VocoderModule`; it relies on the model's features,
+prior (``whiten`` / ``colour``), ``denoiser`` and ``generate``.
+"""
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from polydiff.core.sampling import SamplerConfig
+from polydiff.core.utils import PolydiffError
+from polydiff.domains.audio.consistency import ProjectedDenoiser, projection
+from polydiff.domains.audio.metrics import griffin_lim
+
+
+class VocoderAPI:
+    """``vocode`` and ``griffin_lim`` for a mel-conditioned waveform diffusion model."""
+
+    @torch.no_grad()
+    def vocode(self, mel_norm: Tensor, samples: Optional[int] = None, sampler: Optional[SamplerConfig] = None,
+               seed: int = 0) -> Tensor:
+        """Waveforms ``[B, 1, samples]`` from normalised log-mels ``[B, n_mels, F]`` (default ``(F - 1) * hop`` samples)."""
+        if mel_norm.ndim != 3 or mel_norm.shape[1] != self.features.n_mels:
+            raise PolydiffError(f"mel input must have shape [B, {self.features.n_mels}, frames], got "
+                                f"{tuple(mel_norm.shape)}")
+        samples = samples or (mel_norm.shape[-1] - 1) * self.features.hop_length
+        mel_norm = mel_norm.to(self.device)
+        pad = 0
+        if self.mel_prior and self.spectral_prior:
+            # two silent frames at the end: the circular MDCT's wrap-around frame then joins silence to the start
+            # instead of putting the start's spectrum into the end of the signal; trimmed below
+            pad = 2
+            silence = self.features.normalise(torch.full_like(mel_norm[..., :pad], self.features.log_floor).log())
+            mel_norm = torch.cat([mel_norm[..., :samples // self.features.hop_length + 1], silence], -1)
+        full = samples + pad * self.features.hop_length
+        shape = (mel_norm.shape[0], 1, full)
+        # the core starts from the marginal of the first grid level (DiffWave's schedule ends at alpha_bar 0.29)
+        # the projection targets the clip's own mel (its last frames see reflect padding, not the silent pad frames)
+        # and leaves the padding alone
+        project = projection(self.features, self.consistency, self.consistency_iters,
+                             self.features.denormalise(mel_norm[..., :samples // self.features.hop_length + 1]))
+        denoiser = None
+        if project is not None:
+            denoiser = ProjectedDenoiser(self.denoiser, self.colour, self.whiten,
+                                         lambda w: torch.cat([project(w[..., :samples]), w[..., samples:]], -1))
+        x = self.generate(shape, cond=mel_norm, sampler=sampler, seed=seed, denoiser=denoiser)
+        return self.colour(x, mel_norm)[..., :samples]
+
+    def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
+        """The Griffin-Lim control from the same normalised mel."""
+        return griffin_lim(self.features, self.features.denormalise(mel_norm), samples, self.griffin_lim_iters)
