@@ -1,0 +1,177 @@
+"""A space-time factorised U-Net for video, built on the image domain's ADM U-Net (Ho et al. 2022, "Video Diffusion
+Models", Sec. 3; diffusers' ``UNet3DConditionModel``; AnimateDiff's motion modules).
+
+The image U-Net's layers run on every frame of ``[B, C, T, H, W]`` as a batch of ``B * T`` images (so every
+normalisation is per frame). After each of its stages (every residual / attention group of the down and up paths and
+the middle) a :class:`TemporalBlock` mixes information across frames at each pixel: a temporal convolution (kernel 3
+over time, diffusers' ``TemporalConvLayer``) and temporal self-attention with a learned relative position bias whose
+distances are clipped at ``max_distance`` (so it applies unchanged to clips longer than the training length; AnimateDiff's
+absolute encoding breaks past its 24 frames). Both are residual and their output layers start at zero, so before any
+training the network *is* the image network applied frame by frame: an image checkpoint inflates to video exactly
+(``tests/test_video_network.py`` checks it to 1e-6 in float64).
+
+A one-frame input (``T == 1``) skips the temporal blocks: an image is a one-frame video with the temporal layers masked,
+which joint image + video training and the frame-by-frame control use.
+
+The spatial layers keep the image U-Net's parameter names, so an image checkpoint's weights load into them by name
+(``--model.training.init_from``); the temporal layers live under ``temporal_*``.
+"""
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polydiff.domains.image.unet import ResBlock, UNet, group_norm, zero_init
+
+
+def to_frames(x: Tensor) -> Tensor:
+    """``[B, C, T, H, W]`` -> ``[B * T, C, H, W]`` (frame-major within each video)."""
+    b, c, t, h, w = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, h, w)
+
+
+def to_video(x: Tensor, frames: int) -> Tensor:
+    """``[B * T, C, H, W]`` -> ``[B, C, T, H, W]``."""
+    bt, c, h, w = x.shape
+    return x.reshape(bt // frames, frames, c, h, w).transpose(1, 2)
+
+
+class TemporalConv(nn.Module):
+    """``x + conv_t(silu(conv_t(silu(norm(x)))))`` with kernel 3 over time at every pixel; the second convolution starts
+    at zero (diffusers' ``TemporalConvLayer`` zero-initialises its last convolution)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.conv1 = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        self.conv2 = zero_init(nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0)))
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        h = to_video(F.silu(self.norm(x)), frames)
+        h = self.conv2(F.silu(self.conv1(h)))
+        return x + to_frames(h)
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention across the frames of each pixel, ``x + proj(attn(norm(x)))``, with a learned relative position
+    bias per head over frame offsets clipped to ``[-max_distance, max_distance]`` (Shaw et al. 2018; the Video Diffusion
+    Models paper uses relative position embeddings in its temporal attention). ``proj`` starts at zero."""
+
+    def __init__(self, channels: int, num_heads: int, max_distance: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"temporal attention width {channels} is not divisible by temporal_heads={num_heads}")
+        self.num_heads = num_heads
+        self.max_distance = max_distance
+        self.norm = group_norm(channels)
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.bias = nn.Parameter(torch.zeros(num_heads, 2 * max_distance + 1))
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def position_bias(self, frames: int, device: torch.device) -> Tensor:
+        """``[heads, T, T]`` bias of query frame i attending to key frame j, from the clipped offset ``j - i``."""
+        pos = torch.arange(frames, device=device)
+        offset = (pos[None, :] - pos[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
+        return self.bias[:, offset]
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        bt, c, h, w = x.shape
+        b = bt // frames
+        # tokens: one sequence of T frames per video and pixel
+        tokens = self.norm(x).reshape(b, frames, c, h * w).permute(0, 3, 1, 2).reshape(b * h * w, frames, c)
+        q, k, v = self.qkv(tokens).reshape(b * h * w, frames, 3, self.num_heads, c // self.num_heads).permute(
+            2, 0, 3, 1, 4)
+        bias = self.position_bias(frames, x.device).to(q.dtype)[None]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [b*h*w, heads, T, c/heads]
+        out = self.proj(out.transpose(1, 2).reshape(b * h * w, frames, c))
+        out = out.reshape(b, h * w, frames, c).permute(0, 2, 3, 1).reshape(bt, c, h, w)
+        return x + out
+
+
+class TemporalBlock(nn.Module):
+    """A temporal convolution followed by temporal attention, both residual with zero-initialised outputs."""
+
+    def __init__(self, channels: int, num_heads: int, max_distance: int) -> None:
+        super().__init__()
+        self.conv = TemporalConv(channels)
+        self.attn = TemporalAttention(channels, num_heads, max_distance)
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        return self.attn(self.conv(x, frames), frames)
+
+
+def _width(layers: nn.ModuleList) -> Optional[int]:
+    """Output channels of a U-Net stage if it holds a residual block (the temporal block goes after it), else None."""
+    res = [m for m in layers if isinstance(m, ResBlock)]
+    return res[-1].conv2.out_channels if res else None
+
+
+class SpaceTimeUNet(UNet):
+    """The image :class:`~polydiff.domains.image.unet.UNet` inflated to video: ``forward(x [B, C, T, H, W], c_noise [B],
+    cond [B] or None) -> [B, C, T, H, W]``.
+
+    Args:
+        image_size, in_channels, model_channels, channel_mult, num_res_blocks, attention_resolutions, num_heads,
+            dropout, num_classes: the image U-Net's settings (see :class:`~polydiff.domains.image.unet.UNet`).
+        temporal_heads: heads of the temporal attention.
+        max_distance: frame offsets beyond this share one relative position bias.
+    """
+
+    def __init__(self, image_size: int = 16, in_channels: int = 1, model_channels: int = 64,
+                 channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
+                 attention_resolutions: Sequence[int] = (8,), num_heads: int = 4, dropout: float = 0.0,
+                 num_classes: int = 0, temporal_heads: int = 4, max_distance: int = 8) -> None:
+        super().__init__(image_size, in_channels, model_channels, channel_mult, num_res_blocks, attention_resolutions,
+                         num_heads, dropout, num_classes)
+
+        def block(layers: nn.ModuleList) -> nn.Module:
+            width = _width(layers)
+            return nn.Identity() if width is None else TemporalBlock(width, temporal_heads, max_distance)
+
+        self.temporal_down = nn.ModuleList([block(layers) for layers in self.down])
+        self.temporal_middle = TemporalBlock(self.middle[-1].conv2.out_channels, temporal_heads, max_distance)
+        self.temporal_up = nn.ModuleList([block(layers) for layers in self.up])
+
+    def spatial_parameters(self) -> list[nn.Parameter]:
+        """The image U-Net's parameters (what an image checkpoint provides)."""
+        temporal = {id(p) for p in self.temporal_parameters()}
+        return [p for p in self.parameters() if id(p) not in temporal]
+
+    def temporal_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the temporal blocks."""
+        mods = [self.temporal_down, self.temporal_middle, self.temporal_up]
+        return [p for m in mods for p in m.parameters()]
+
+    @staticmethod
+    def _stage(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+        for layer in layers:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        return h
+
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+        f = 2 ** (self.levels - 1)
+        if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[-2] % f or x.shape[-1] % f:
+            raise ValueError(f"SpaceTimeUNet expects [B, {self.in_channels}, T, H, W] input with H and W divisible by "
+                             f"{f}, got {tuple(x.shape)}")
+        b, frames = x.shape[0], x.shape[2]
+        emb = self.embed(c_noise, cond, b).repeat_interleave(frames, dim=0)  # one embedding per frame
+        temporal = frames > 1  # a one-frame video is an image: temporal layers masked
+
+        def mix(block: nn.Module, h: Tensor) -> Tensor:
+            return block(h, frames) if temporal and not isinstance(block, nn.Identity) else h
+
+        h = self.input_conv(to_frames(x))
+        skips = [h]
+        for layers, block in zip(self.down, self.temporal_down):
+            h = mix(block, self._stage(layers, h, emb))
+            skips.append(h)
+        h = self.middle[0](h, emb)
+        h = mix(self.temporal_middle, h)
+        for layer in self.middle[1:]:
+            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+        for layers, block in zip(self.up, self.temporal_up):
+            h = mix(block, self._stage(layers, torch.cat([h, skips.pop()], dim=1), emb))
+        return to_video(self.out_conv(F.silu(self.out_norm(h))), frames)
+
