@@ -159,6 +159,18 @@ class PolydiffModule(L.LightningModule):
         return path
 
 
+def require_data(datamodule: Any, protocol: type, model: str, use: str) -> Any:
+    """``datamodule`` when it satisfies the runtime-checkable ``protocol`` (what a domain needs from its data), else
+    one clear error naming the members the model needs and the DataModule to use."""
+    if not isinstance(datamodule, protocol):
+        members = [*getattr(protocol, "__annotations__", {}),
+                   *(k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_"))]
+        needs = ", ".join(sorted(members)) or protocol.__name__
+        raise PolydiffError(f"the {model} model needs a DataModule with {needs}, got {type(datamodule).__name__}; "
+                            f"use {use}")
+    return datamodule
+
+
 def _json_number(v: Any) -> Any:
     v = float(v)
     return v if math.isfinite(v) else str(v)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from polydiff.core.base import TrainingConfig
+from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
@@ -240,10 +240,7 @@ class VocoderModule(VocoderAPI, DiffusionModule):
 
     def connect_data(self, datamodule: Any) -> None:
         """The data's sample rate must be the model's (files are resampled to the data's rate)."""
-        rate = datamodule.sample_rate if isinstance(datamodule, AudioData) else None
-        if rate is None:
-            raise PolydiffError(f"the vocoder needs an audio DataModule with a sample_rate, got "
-                                f"{type(datamodule).__name__}; use polydiff.datasets.audio.SpeechDataModule")
+        rate = require_data(datamodule, AudioData, "audio", "polydiff.datasets.audio.SpeechDataModule").sample_rate
         if int(rate) != self.features.sample_rate:
             raise PolydiffError(f"--data.sample_rate={rate} differs from --model.sample_rate={self.features.sample_rate}; "
                                 "set both to the same rate (files are resampled to the data rate)")

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from torch_geometric.utils import to_dense_adj, to_dense_batch
 
-from polydiff.core.base import TrainingConfig
+from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.graph.api import GraphSamplingAPI
@@ -32,6 +32,9 @@ from polydiff.domains.graph.data import GraphData
 from polydiff.domains.graph.io import draw_grid, write_graphml
 from polydiff.domains.graph.metrics import evaluate
 from polydiff.domains.graph.transformer import GraphTransformer
+
+#: the DataModules that fit this model (named in the error when another is given)
+USE_DATA = "polydiff.datasets.graphs.GraphDataModule"
 
 
 class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
@@ -140,7 +143,7 @@ class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
 
     def connect_data(self, datamodule: Any) -> None:
         """Check the data's sizes and types against the model's; at fit, store the training graphs' statistics."""
-        dm = require_graph_data(datamodule)
+        dm = require_data(datamodule, GraphData, "graph", USE_DATA)
         if dm.max_nodes > self.max_nodes:
             raise PolydiffError(f"--data.max_nodes={dm.max_nodes} exceeds --model.max_nodes={self.max_nodes}; set them "
                                 "equal")
@@ -210,7 +213,7 @@ class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
 
     # ------------------------------------------------------------------ evaluation
     def evaluation_sets(self) -> tuple[list[nx.Graph], list[nx.Graph]]:
-        dm = require_graph_data(self.trainer.datamodule)
+        dm = require_data(self.trainer.datamodule, GraphData, "graph", USE_DATA)
         return dm.split_graphs("test"), dm.split_graphs("train")
 
     def test_metrics(self) -> dict[str, float]:
@@ -234,12 +237,3 @@ class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
         out["mean_edges"] = float(np.mean([g.number_of_edges() for g in gen]))
         out["test_mean_edges"] = float(np.mean([g.number_of_edges() for g in test]))
         return out
-
-
-def require_graph_data(datamodule: Any) -> GraphData:
-    """``datamodule`` if it fits :class:`GraphData`, else a clear error."""
-    if not isinstance(datamodule, GraphData):
-        raise PolydiffError(f"the graph model needs a graph DataModule (max_nodes, num_node_types, num_edge_types, "
-                            f"node_count_histogram, marginals, split_graphs), got {type(datamodule).__name__}; use "
-                            "polydiff.datasets.graphs.GraphDataModule")
-    return datamodule

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from polydiff.core.base import TrainingConfig
+from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
@@ -19,6 +19,9 @@ from polydiff.domains.image import io, writers
 from polydiff.domains.image.api import ImageSamplingAPI
 from polydiff.domains.image.data import ImageData
 from polydiff.domains.image.unet import UNet
+
+#: the DataModules that fit this model (named in the error when another is given)
+USE_DATA = "DigitsDataModule or ImageFolderDataModule (polydiff.datasets)"
 
 
 class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
@@ -131,7 +134,7 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
 
     def connect_data(self, datamodule: Any) -> None:
         """Check that the data's image size, channels and classes are the model's."""
-        require_image_data(datamodule)
+        require_data(datamodule, ImageData, "image", USE_DATA)
         for name in ("image_size", "channels"):
             theirs = getattr(datamodule, name)
             if theirs != getattr(self, name):
@@ -161,7 +164,7 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
     def on_test_epoch_end(self) -> None:
         from polydiff.domains.image.metrics import ImageEvaluator
 
-        dm = require_image_data(self.trainer.datamodule)
+        dm = require_data(self.trainer.datamodule, ImageData, "image", USE_DATA)
         train_x, train_y = dm.split_tensors("train")
         test_x, test_y = dm.split_tensors("test")
         n = self.eval_num_samples
@@ -192,12 +195,3 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
                                   progress=rank == 0)
         gathered = self.all_gather(mine.to(self.device)).cpu()  # [W, k, C, H, W]: gathered[r, j] is image j * W + r
         return gathered.transpose(0, 1).reshape(-1, *mine.shape[1:])[:n]
-
-
-def require_image_data(datamodule: Any) -> ImageData:
-    """``datamodule`` if it fits :class:`ImageData`, else a clear error."""
-    if not isinstance(datamodule, ImageData):
-        raise PolydiffError(f"the image model needs an image DataModule (image_size, channels, num_classes, "
-                            f"split_tensors), got {type(datamodule).__name__}; use DigitsDataModule or "
-                            "ImageFolderDataModule")
-    return datamodule

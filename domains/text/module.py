@@ -7,7 +7,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor
 
-from polydiff.core.base import TrainingConfig
+from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.discrete import CategoricalBatch, CategoricalConfig, CategoricalSamplerConfig, DiscreteDiffusionModule
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.text import writers
@@ -21,6 +21,9 @@ from polydiff.domains.text.metrics import (
 )
 from polydiff.domains.text.network import TimeConditionedBert
 from polydiff.domains.text.tokenizer import BPETokenizer, CharTokenizer, tokenizer_from_json
+
+#: the DataModules that fit this model (named in the error when another is given)
+USE_DATA = "polydiff.datasets.text.TextDataModule"
 
 
 class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
@@ -112,7 +115,7 @@ class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
 
     def connect_data(self, datamodule: Any) -> None:
         """At fit, a BPE model without a tokenizer trains one on the training texts."""
-        dm = require_text_data(datamodule)
+        dm = require_data(datamodule, TextData, "text", USE_DATA)
         if self.tokenizer is None and self.trainer.state.fn == "fit":
             self._set_tokenizer(BPETokenizer.train(dm.split_texts("train"), self.bpe_vocab_size))
 
@@ -161,7 +164,7 @@ class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
         metrics = {"bits_per_token": bits_token,
                    "bits_per_char": self._test_totals["nats"] / max(self._test_totals.get("chars", 0.0), 1.0)
                    / math.log(2)}
-        dm = require_text_data(self.trainer.datamodule)
+        dm = require_data(self.trainer.datamodule, TextData, "text", USE_DATA)
         train, val, test = dm.split_texts("train"), dm.split_texts("val"), dm.split_texts("test")
         metrics["unigram_bits_per_char"] = unigram_bits_per_char(train, test)
         metrics["bigram_bits_per_char"], metrics["bigram_add_k"] = tuned_bigram_bits_per_char(train, val, test)
@@ -189,12 +192,3 @@ class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
         """``polydiff predict``: one unconditional sample per item of the batch (the items only set the count); the seed
         differs per batch and per process."""
         return self.sample_texts(len(batch), seed=batch_idx * self.trainer.world_size + self.global_rank)
-
-
-
-def require_text_data(datamodule: Any) -> TextData:
-    """``datamodule`` if it fits :class:`TextData`, else a clear error."""
-    if not isinstance(datamodule, TextData):
-        raise PolydiffError(f"the text model needs a text DataModule (split_texts), got {type(datamodule).__name__}; "
-                            "use polydiff.datasets.text.TextDataModule")
-    return datamodule

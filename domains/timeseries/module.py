@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from polydiff.core.base import TrainingConfig
+from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule
 from polydiff.core.objective import ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
@@ -100,10 +100,8 @@ class TimeSeriesImputation(ImputationAPI, DiffusionModule):
 
     def connect_data(self, datamodule: Any) -> None:
         """Check the data's feature count; at fit (or when the model has none yet) take its columns and statistics."""
-        if not isinstance(datamodule, TimeSeriesData):
-            raise PolydiffError(f"the timeseries model needs polydiff.datasets.timeseries.TimeSeriesDataModule as data "
-                                f"(it takes the normalisation from the training split), got {type(datamodule).__name__}")
-        meta = datamodule.table_meta()
+        meta = require_data(datamodule, TimeSeriesData, "timeseries",
+                            "polydiff.datasets.timeseries.TimeSeriesDataModule").table_meta()
         if len(meta["columns"]) != self.hparams.n_features:
             raise PolydiffError(f"the data has {len(meta['columns'])} feature columns but the model was built for "
                                 f"{self.hparams.n_features}; set --model.n_features {len(meta['columns'])}")
