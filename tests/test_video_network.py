@@ -7,7 +7,7 @@ import torch
 
 import polydiff.domains.image.unet as image_unet
 from polydiff.domains.image.unet import UNet
-from polydiff.domains.video.network import SpaceTimeUNet, to_frames, to_video
+from polydiff.domains.video.network import FrameCondition, SpaceTimeUNet, to_frames, to_video
 
 SETTINGS = dict(image_size=16, in_channels=1, model_channels=16, channel_mult=(1, 2), num_res_blocks=1,
                 attention_resolutions=(8,), num_heads=2, num_classes=10)
@@ -40,7 +40,7 @@ def test_inflated_network_equals_the_image_network_frame_by_frame(float64_embedd
     video = SpaceTimeUNet(**SETTINGS, temporal_heads=2).double()
     result = video.load_state_dict(image.state_dict(), strict=False)
     assert not result.unexpected_keys  # every image weight has its place in the video network
-    assert result.missing_keys and all(k.startswith("temporal_") for k in result.missing_keys)
+    assert result.missing_keys and all(k.startswith(("temporal_", "frame_cond_conv")) for k in result.missing_keys)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 1, 6, 16, 16, generator=gen, dtype=torch.float64)
     c_noise = torch.randn(3, generator=gen, dtype=torch.float64)
@@ -48,6 +48,10 @@ def test_inflated_network_equals_the_image_network_frame_by_frame(float64_embedd
     expected = per_frame(image, x, c_noise, labels)
     assert expected.abs().max() > 0.1  # a non-trivial output
     assert (video(x, c_noise, labels) - expected).abs().max() < 1e-6
+    # with known frames given as a condition too (zero-initialised input convolution)
+    known = FrameCondition(labels, torch.randn(x.shape, generator=gen, dtype=torch.float64), torch.tensor(
+        [[1, 0, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0], [0] * 6]))
+    assert (video(x, c_noise, known) - expected).abs().max() < 1e-6
     # once the temporal layers are non-zero, frames influence each other
     with torch.no_grad():
         for p in video.temporal_parameters():
@@ -57,6 +61,8 @@ def test_inflated_network_equals_the_image_network_frame_by_frame(float64_embedd
     x2 = x.clone()
     x2[:, :, 0] += 1.0  # change frame 0 only: the last frame's output moves too
     assert (video(x2, c_noise, labels)[:, :, -1] - out[:, :, -1]).abs().max() > 1e-4
+    # known frames change the output once their convolution is trained
+    assert (video(x, c_noise, known) - out).abs().max() > 1e-3
     # a one-frame video is an image: the temporal layers are skipped
     assert (video(x[:, :, :1], c_noise, labels) - expected[:, :, :1]).abs().max() < 1e-6
 

@@ -10,6 +10,11 @@ absolute encoding breaks past its 24 frames). Both are residual and their output
 training the network *is* the image network applied frame by frame: an image checkpoint inflates to video exactly
 (``tests/test_video_network.py`` checks it to 1e-6 in float64).
 
+Known frames (the first frame of an image to animate, the last frames of a clip to continue) enter as a condition,
+:class:`FrameCondition`: the known frames times their mask, and the mask, go through a zero-initialised convolution
+added to the input convolution's output (so the inflated network still equals the image network). Training shows the
+model clips with random known frames and counts the loss on the other frames only (the core's loss mask).
+
 A one-frame input (``T == 1``) skips the temporal blocks: an image is a one-frame video with the temporal layers masked,
 which joint image + video training and the frame-by-frame control use.
 
@@ -17,6 +22,7 @@ The spatial layers keep the image U-Net's parameter names, so an image checkpoin
 (``--model.training.init_from``); the temporal layers live under ``temporal_*``.
 """
 
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -24,6 +30,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polydiff.domains.image.unet import ResBlock, UNet, group_norm, zero_init
+
+
+@dataclass
+class FrameCondition:
+    """The condition of a video: class labels (None: unconditional) and known frames.
+
+    ``known``: ``[B, C, T, H, W]`` clean frames in the data space (entries of unknown frames are ignored); ``mask``:
+    ``[B, T]``, 1 on known frames.
+    """
+
+    labels: Optional[Tensor]
+    known: Tensor
+    mask: Tensor
+
+    def with_labels(self, labels: Optional[Tensor]) -> "FrameCondition":
+        return FrameCondition(labels, self.known, self.mask)
 
 
 def to_frames(x: Tensor) -> Tensor:
@@ -133,6 +155,8 @@ class SpaceTimeUNet(UNet):
         self.temporal_down = nn.ModuleList([block(layers) for layers in self.down])
         self.temporal_middle = TemporalBlock(self.middle[-1].conv2.out_channels, temporal_heads, max_distance)
         self.temporal_up = nn.ModuleList([block(layers) for layers in self.up])
+        # known frames (times their mask) and the mask, per frame, added after the input convolution
+        self.frame_cond_conv = zero_init(nn.Conv2d(in_channels + 1, model_channels, 3, padding=1))
 
     def spatial_parameters(self) -> list[nn.Parameter]:
         """The image U-Net's parameters (what an image checkpoint provides)."""
@@ -140,8 +164,8 @@ class SpaceTimeUNet(UNet):
         return [p for p in self.parameters() if id(p) not in temporal]
 
     def temporal_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the temporal blocks."""
-        mods = [self.temporal_down, self.temporal_middle, self.temporal_up]
+        """The parameters the image U-Net does not have: the temporal blocks and the known-frame convolution."""
+        mods = [self.temporal_down, self.temporal_middle, self.temporal_up, self.frame_cond_conv]
         return [p for m in mods for p in m.parameters()]
 
     @staticmethod
@@ -150,19 +174,25 @@ class SpaceTimeUNet(UNet):
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return h
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor | FrameCondition] = None) -> Tensor:
         f = 2 ** (self.levels - 1)
         if x.ndim != 5 or x.shape[1] != self.in_channels or x.shape[-2] % f or x.shape[-1] % f:
             raise ValueError(f"SpaceTimeUNet expects [B, {self.in_channels}, T, H, W] input with H and W divisible by "
                              f"{f}, got {tuple(x.shape)}")
         b, frames = x.shape[0], x.shape[2]
-        emb = self.embed(c_noise, cond, b).repeat_interleave(frames, dim=0)  # one embedding per frame
+        frame_cond = cond if isinstance(cond, FrameCondition) else None
+        labels = frame_cond.labels if frame_cond is not None else cond
+        emb = self.embed(c_noise, labels, b).repeat_interleave(frames, dim=0)  # one embedding per frame
         temporal = frames > 1  # a one-frame video is an image: temporal layers masked
 
         def mix(block: nn.Module, h: Tensor) -> Tensor:
             return block(h, frames) if temporal and not isinstance(block, nn.Identity) else h
 
         h = self.input_conv(to_frames(x))
+        if frame_cond is not None:
+            mask = frame_cond.mask.to(x.dtype)[:, None, :, None, None].expand(b, 1, frames, *x.shape[-2:])
+            known = frame_cond.known.to(x.dtype) * mask
+            h = h + self.frame_cond_conv(to_frames(torch.cat([known, mask], dim=1)))
         skips = [h]
         for layers, block in zip(self.down, self.temporal_down):
             h = mix(block, self._stage(layers, h, emb))

@@ -1,0 +1,71 @@
+"""The table of ``polydiff test`` for video: the model's clips and the controls, scored by the same
+:class:`~polydiff.domains.video.metrics.VideoEvaluator`.
+
+Rows: ``model`` (unconditional clips: a class label would hand the identity to every frame), ``real`` (test clips),
+``shuffled`` (real clips with their frames in random order), ``independent`` (real frames from different clips),
+``inflated`` (the image checkpoint of ``training.init_from`` inflated, before any temporal training: the image model
+sampled frame by frame), ``frame_by_frame`` (this model, one frame at a time; only after joint image training),
+``continued_2x`` (the model's clips continued to twice the training length).
+"""
+
+from typing import Any
+
+from polydiff.core.base import TrainingConfig
+from polydiff.core.module import DiffusionConfig, ObjectiveConfig
+from polydiff.core.sampling import SamplerConfig
+from polydiff.domains.video.controls import independent_frames, shuffle_frames
+from polydiff.domains.video.metrics import VideoEvaluator
+
+#: the init arguments of the model that are dataclasses (a checkpoint stores them as dicts)
+CONFIGS = {"diffusion": DiffusionConfig, "objective": ObjectiveConfig, "sampler": SamplerConfig,
+           "training": TrainingConfig}
+
+COLUMNS = ("fd", "fd_relative", "identity_consistency", "motion_residual", "mean_step")
+
+
+def format_table(table: dict[str, dict[str, float]], floor: float, ceiling: float) -> str:
+    """A Markdown table of the rows of ``table``."""
+    cols = [c for c in COLUMNS if any(c in row for row in table.values())]
+    lines = ["| clips | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, row in table.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[c]:.3f}" if c in row else "" for c in cols) + " |")
+    lines.append(f"\nper-frame FD floor (train vs test frames) {floor:.2f}, ceiling (noise frames) {ceiling:.2f}")
+    return "\n".join(lines)
+
+
+def rebuild(model: Any) -> Any:
+    """A fresh model with ``model``'s settings (its temporal layers at their zero-initialised outputs)."""
+    args = {k: (CONFIGS[k](**v) if k in CONFIGS and isinstance(v, dict) else v) for k, v in model.hparams.items()
+            if not k.startswith("_")}
+    return type(model)(**args)
+
+
+def evaluate(model: Any, datamodule: Any, verbose: bool = True) -> dict[str, dict[str, float]]:
+    """Score ``model``'s unconditional clips and the controls; the rows as described in the module docstring."""
+    train_v, train_y = datamodule.split_tensors("train")
+    test_v, _ = datamodule.split_tensors("test")
+    n = model.eval_num_samples
+    ev = VideoEvaluator(train_v, train_y, test_v, model.num_classes)
+    samples = model.sample_videos(n, seed=0, progress=verbose)
+    table = {"model": ev.report(samples * 2 - 1)}
+    real = test_v[:n]
+    table["real"] = ev.report(real)
+    table["shuffled"] = ev.report(shuffle_frames(real))
+    table["independent"] = ev.report(independent_frames(real))
+    if model.eval_controls:
+        init_from = model.training_config.init_from
+        if init_from:
+            inflated = rebuild(model)
+            inflated.load_weights(init_from, strict=False)
+            inflated.to(model.device)
+            table["inflated"] = ev.report(inflated.sample_videos(n, seed=0, progress=verbose) * 2 - 1)
+        if model.image_prob > 0:
+            table["frame_by_frame"] = ev.report(model.sample_frames(n, seed=0, progress=verbose) * 2 - 1)
+    if model.eval_continuation:
+        longer = model.extend(samples, 2 * model.frames, seed=1, progress=verbose)
+        table["continued_2x"] = ev.report(longer * 2 - 1)
+    for row in table.values():
+        row["fd_floor"], row["fd_ceiling"] = ev.fd_floor, ev.fd_ceiling
+    if verbose:
+        print(format_table(table, ev.fd_floor, ev.fd_ceiling))
+    return table
