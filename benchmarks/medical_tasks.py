@@ -151,6 +151,7 @@ def main() -> None:
     ap.add_argument("--num_samples", type=int, default=None,
                     help="synthesis: samples per seed (default: the model's eval_num_samples)")
     ap.add_argument("--seeds", type=int, default=3, help="synthesis: seeds of the samples and controls")
+    ap.add_argument("--variant", default="", help="a name for a second section of the same task (e.g. another split)")
     ap.add_argument("--doc", default=str(DOC))
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -164,11 +165,15 @@ def main() -> None:
         ckpt = getattr(args, key)
         if not ckpt:
             continue
+        if args.variant:
+            label = f"{label}, {args.variant}"
         command = (f"OMP_NUM_THREADS=1 .venv/bin/python benchmarks/medical_tasks.py --{key} {ckpt}"
+                   + (f" --variant '{args.variant}'" if args.variant else "")
                    + (f" --seeds {args.seeds}" if fn is synthesis else "")
                    + (f" --num_samples {args.num_samples}" if fn is synthesis and args.num_samples else ""))
         text = fn(label, ckpt, args.num_samples, args.seeds, command) if fn is synthesis else fn(label, ckpt, command)
-        write_section(args.doc, f"medical-{key}", text, title="# Medical benchmarks")
+        section = f"medical-{key}" + ("-" + "".join(c if c.isalnum() else "-" for c in args.variant) if args.variant else "")
+        write_section(args.doc, section, text, title="# Medical benchmarks")
         print(text, "\n", flush=True)
 
 

@@ -5,8 +5,9 @@ probability; 197x233x189 voxels at 1 mm, RAS), read here by path with nibabel (n
 ``--data.root DIR`` with ``.nii`` / ``.nii.gz`` files; every volume is reoriented to RAS+, resampled to ``spacing`` and
 scaled by percentiles (:mod:`polydiff.datasets.readers.nifti`).
 
-Held-out data never overlap training data: slices are held out every ``holdout_every``-th brain slice; crops are held
-out from a slab of the anterior-posterior axis that training crops never touch. Batches are tensors
+Held-out data never overlap training data: slices are held out every ``holdout_every``-th brain slice (neighbours of
+training slices) or as a slab of consecutive slices with a gap to the training slices; crops are held out from a slab of
+the anterior-posterior axis that training crops never touch. Batches are tensors
 ``[B, 1, *item_size]`` in [-1, 1]. The geometry (affines, source header, axis codes) is given out as plain data by
 :meth:`NiftiDataModule.reference_geometry` and :meth:`NiftiDataModule.read_input`.
 """
@@ -142,7 +143,12 @@ class SliceDataModule(NiftiDataModule):
         spacing: voxel size (mm, x y z) every volume is resampled to; in-plane spacing sets the slice resolution.
         percentiles: intensity percentiles mapped to -1 and 1 (values outside are clipped).
         slice_size: height and width of the slices (x and y voxels) after centre crop or padding.
-        holdout_every: every this many-th brain slice (per volume) is held out for test and validation.
+        holdout: which brain slices (per volume) are held out for test and validation: ``interleaved`` (every
+            ``holdout_every``-th: each lies between training slices) or ``slab`` (the consecutive slices between the
+            ``holdout_slab`` fractions, with ``holdout_gap`` slices on each side used by neither split).
+        holdout_every: interleaved: every this many-th brain slice is held out.
+        holdout_slab: slab: start and end of the held-out slices as fractions of the brain slices.
+        holdout_gap: slab: slices left out between the held-out slab and the training slices on each side.
         min_foreground: a slice is kept when at least this share of its voxels is above the background.
         batch_size: slices per batch.
         seed: seed of the data order.
@@ -153,14 +159,20 @@ class SliceDataModule(NiftiDataModule):
 
     def __init__(self, root: Optional[str] = None, template: Template = "mni_t1",
                  spacing: tuple[float, float, float] = (4.0, 4.0, 1.0), percentiles: tuple[float, float] = (0.5, 99.5),
-                 slice_size: tuple[int, int] = (48, 56), holdout_every: int = 4, min_foreground: float = 0.1,
+                 slice_size: tuple[int, int] = (48, 56), holdout: Literal["interleaved", "slab"] = "interleaved",
+                 holdout_every: int = 4, holdout_slab: tuple[float, float] = (0.4, 0.6), holdout_gap: int = 4,
+                 min_foreground: float = 0.1,
                  batch_size: int = 16, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(root, template, spacing, percentiles, batch_size, seed, num_workers)
         self.save_hyperparameters()
         if holdout_every < 2:
             raise PolydiffError(f"holdout_every must be at least 2, got {holdout_every}; set --data.holdout_every")
         self.item_size = tuple(int(s) for s in slice_size)
-        self.holdout_every = holdout_every
+        if not 0 <= holdout_slab[0] < holdout_slab[1] <= 1:
+            raise PolydiffError(f"holdout_slab must be two fractions 0 <= start < end <= 1, got {holdout_slab}; set "
+                                "--data.holdout_slab")
+        self.holdout, self.holdout_every = holdout, holdout_every
+        self.holdout_slab, self.holdout_gap = holdout_slab, holdout_gap
         self.min_foreground = min_foreground
         self._reference: Optional[dict[str, Any]] = None
 
@@ -172,8 +184,14 @@ class SliceDataModule(NiftiDataModule):
                 image, offset = crop_or_pad(vol.data[:, :, z], self.item_size)
                 if foreground(image) >= self.min_foreground:
                     kept.append((image, shifted(vol.affine, (*offset, z))))
+            a, b = (round(f * len(kept)) for f in self.holdout_slab)
             for k, (image, _) in enumerate(kept):
-                (test if k % self.holdout_every == self.holdout_every - 1 else train).append(image)
+                if self.holdout == "interleaved":
+                    (test if k % self.holdout_every == self.holdout_every - 1 else train).append(image)
+                elif a <= k < b:
+                    test.append(image)
+                elif k < a - self.holdout_gap or k >= b + self.holdout_gap:
+                    train.append(image)
             if kept and self._reference is None:
                 self._reference = vol.geometry(kept[len(kept) // 2][1])
         stack = lambda xs: torch.from_numpy(np.stack(xs)[:, None]) if xs else torch.zeros(0, 1, *self.item_size)
