@@ -27,7 +27,7 @@ demo: $(STAMP)
 	$(BIN)/polydiff fit --config recipes/image/digits.yaml --trainer.default_root_dir $(DEMO_RUN)
 	$(BIN)/polydiff sample --config recipes/image/digits.yaml \
 		--ckpt_path $(DEMO_RUN)/lightning_logs/version_0/checkpoints/last.ckpt \
-		--num_samples 100 --sampler dpmpp_2m --steps 20 --guidance 2 --out demo_out
+		--num_samples 100 --sampler dpmpp_2m --steps 20 --guidance 2 --out demo_out --overwrite true
 	@echo "demo: samples in demo_out/ (grid.png: 10 per class), run in $(DEMO_RUN)"
 
 ## make test: the layer contracts (import-linter), the linter (ruff) and the whole test suite

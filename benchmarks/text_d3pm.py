@@ -42,7 +42,7 @@ def newest_checkpoint(name: str) -> Path:
 def training_summary(ckpt: Path) -> tuple[int, float]:
     """Optimiser steps of the checkpoint and the wall-clock minutes from the start of training (the run's hparams.yaml,
     written when the first batch starts) to the checkpoint."""
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
     hparams = ckpt.parents[1] / "hparams.yaml"
     minutes = (ckpt.stat().st_mtime - hparams.stat().st_mtime) / 60 if hparams.exists() else float("nan")
     return int(state["global_step"]), minutes

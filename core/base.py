@@ -9,16 +9,17 @@ the entry points the ``polydiff sample`` subcommand calls (:meth:`~PolydiffModul
 :class:`polydiff.core.discrete.module.DiscreteDiffusionModule` (categorical diffusion).
 """
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Iterator, Optional
 
 import lightning as L
 import torch
 
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, training_seed
 
 
 @dataclass
@@ -74,6 +75,26 @@ class PolydiffModule(L.LightningModule):
         and take what the model learns from the data (statistics, marginals, a vocabulary). A domain declares what it
         needs as a ``typing.Protocol`` and checks the DataModule against it here; the default needs nothing."""
 
+    # ------------------------------------------------------------------ exact resume
+    @contextlib.contextmanager
+    def seeded_step(self) -> Iterator[None]:
+        """Every random draw of one training step (noise levels, noise, condition dropout, network dropout) from the
+        global generators reseeded by ``(seed, global step, rank)``, restored afterwards: a step's randomness depends on
+        nothing that happened before it, so a run resumed from a checkpoint repeats the uninterrupted run exactly."""
+        seed = (training_seed() * 1_000_003 + int(self.global_step) * 1_009 + int(self.global_rank)) % (2**63 - 1)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices, device_type=self.device.type if devices else "cuda"):
+            torch.manual_seed(seed)
+            yield
+
+    def on_train_start(self) -> None:
+        """After a resume, put back the generators' state of the moment the checkpoint was written (what the data
+        pipeline draws from: random crops); the sanity check that ran in between drew from them too."""
+        state = getattr(self, "_rng_to_restore", None)
+        if state is not None:
+            set_rng_state(state)
+            self._rng_to_restore = None
+
     # ------------------------------------------------------------------ optimiser and fine-tuning
     def configure_optimizers(self) -> Any:
         cfg = self.training_config
@@ -92,9 +113,11 @@ class PolydiffModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["polydiff_domain"] = self.domain
         checkpoint["polydiff_class"] = f"{type(self).__module__}.{type(self).__qualname__}"
+        checkpoint["polydiff_rng"] = get_rng_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_domain(checkpoint, self.domain, "<checkpoint>")
+        self._rng_to_restore = checkpoint.get("polydiff_rng")
 
     def load_weights(self, path: str, strict: bool = True) -> list[str]:
         """Load model weights (the EMA weights when training used EMA) from a checkpoint; return skipped keys."""
@@ -171,6 +194,28 @@ def require_data(datamodule: Any, protocol: type, model: str, use: str) -> Any:
     return datamodule
 
 
+def get_rng_state() -> dict[str, Any]:
+    """The global generators' state (torch CPU, Python, NumPy) in types a safe ``torch.load`` reads back."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(x if not isinstance(x, list) else tuple(x) for x in state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
+
+
 def _json_number(v: Any) -> Any:
     v = float(v)
     return v if math.isfinite(v) else str(v)
@@ -183,10 +228,15 @@ def read_checkpoint(path: str) -> dict[str, Any]:
         raise PolydiffError(f"checkpoint {path} does not exist; pass the .ckpt written by 'polydiff fit' "
                             "(runs/<domain>/<recipe>/lightning_logs/version_N/checkpoints/)")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing to the user
-        raise PolydiffError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); "
-                            "is it a polydiff .ckpt file?") from None
+        first = str(exc).strip().splitlines()[0].split(". ")[0][:120] if str(exc).strip() else ""
+        raise PolydiffError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {first}); pass a .ckpt "
+                            "written by 'polydiff fit' (a truncated copy or another file cannot be used)") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise PolydiffError(f"checkpoint {path} holds no model weights (no 'state_dict'); pass a .ckpt written by "
+                            "'polydiff fit'")
+    return checkpoint
 
 
 def check_checkpoint_domain(checkpoint: dict[str, Any], domain: str, path: str) -> None:

@@ -8,6 +8,7 @@
 Errors in the user's input (files, settings, checkpoints) end with one line naming the thing and the fix.
 """
 
+import importlib
 import re
 import sys
 import warnings
@@ -15,8 +16,9 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from polydiff.core.base import check_checkpoint_domain, read_checkpoint
 from polydiff.core.trainer import PolydiffTrainer
 from polydiff.core.utils import PolydiffError
 
@@ -40,12 +42,29 @@ def one_line_parse_error(message: str) -> str:
     if key and given and choices:
         name = key.group(1).split(".")[-1]
         return f"unknown {name} {given.group(1).strip()!r}; choose one of [{choices.group(1)}] (--{key.group(1)})"
-    noise = ("Parser key", "Does not validate against", "Subtypes:", "Errors:", "Given value type:",
-             "Expected a <class 'NoneType'>")
-    lines = [ln.strip().removeprefix("- ").strip() for ln in message.splitlines()]
-    keep = list(dict.fromkeys(ln for ln in lines if ln and not ln.startswith(noise)))
+    noise = ("Parser key", "Does not validate against", "Subtypes", "Errors", "Given value type",
+             "Expected a <class 'NoneType'>", "Problem with given class_path")
+    lines = [ln.strip().removeprefix("- ").strip().rstrip(":") for ln in message.splitlines()]
+    lines = [ln for ln in lines if ln]
+    keep = list(dict.fromkeys(ln for ln in lines if not ln.startswith(noise))) or lines[:1]
     where = f"--{key.group(1)}: " if key else ""
     return f"{where}{'; '.join(keep[:2]) or message.strip()} (polydiff <subcommand> --help lists the settings)"
+
+
+class PolydiffSaveConfig(SaveConfigCallback):
+    """Lightning's config saver that never replaces an earlier run's ``config.yaml``: with a logger every run has its
+    own ``version_N`` folder; without one, runs share ``default_root_dir`` and a later one writes ``config_1.yaml``, ..."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if not self.already_saved and trainer.logger is None and trainer.is_global_zero:
+            folder = Path(trainer.default_root_dir)
+            stem, suffix = Path(self.config_filename).stem, Path(self.config_filename).suffix
+            name, k = self.config_filename, 0
+            while (folder / name).exists():
+                k += 1
+                name = f"{stem}_{k}{suffix}"
+            self.config_filename = name
+        super().setup(trainer, pl_module, stage)
 
 
 class PolydiffCLI(LightningCLI):
@@ -55,12 +74,41 @@ class PolydiffCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Checkpoint hyper-parameters replace the recipe's model settings (so the network matches the weights), but
-        ``--model.*`` given on the command line still apply on top (e.g. ``--model.sampler.steps`` at test time)."""
+        ``--model.*`` given on the command line still apply on top (e.g. ``--model.sampler.steps`` at test time).
+
+        Before Lightning reads the file, polydiff opens it once with the safe loader: a missing, truncated, foreign or
+        refused file, or one from another domain than the recipe's model, ends in one line naming it."""
+        self._check_ckpt_path()
         super()._parse_ckpt_path()
         sub = self.config.get("subcommand")
         overrides = model_overrides(self._raw_args)
         if sub and overrides and self.config[sub].get("ckpt_path"):
             self.config = self.parser.parse_args([sub, *overrides], namespace=self.config)
+
+
+    def _check_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        path = self.config[sub].get("ckpt_path") if sub else None
+        if not path or path in LIGHTNING_CKPT_ALIASES:
+            return
+        checkpoint = read_checkpoint(path)
+        model = self.config[sub].get("model")
+        class_path = model.get("class_path") if model is not None and hasattr(model, "get") else None
+        domain = getattr(_import_class(class_path), "domain", None) if class_path else None
+        if domain is not None:
+            check_checkpoint_domain(checkpoint, domain, path)
+
+
+def _import_class(class_path: str) -> type | None:
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None  # LightningCLI reports the bad class path itself
+
+
+#: ``--ckpt_path`` values that name no file (Lightning resolves them itself)
+LIGHTNING_CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
 def model_overrides(args: list[str]) -> list[str]:
@@ -83,6 +131,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_class=PolydiffTrainer,
+        save_config_callback=PolydiffSaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
@@ -109,6 +158,8 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
     # the console script passes sys.argv on as ``args`` (after resolving packaged recipes): that is intended
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # printed by torch-geometric's import on recent torch; nothing a user of polydiff can act on
+    warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     try:
         build_cli(resolve_recipes(sys.argv[1:] if args is None else args))
     except PolydiffError as exc:

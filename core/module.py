@@ -143,7 +143,8 @@ class DiffusionModule(PolydiffModule):
         return denoising_loss(self.denoiser, x0, noise, lam, cond, batch.mask, obj.weighting, obj.min_snr_gamma)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self.diffusion_loss(self.encode(batch)).mean()
+        with self.seeded_step():
+            loss = self.diffusion_loss(self.encode(batch)).mean()
         if not torch.isfinite(loss):
             raise PolydiffError(f"training loss is {loss.item()} at step {self.global_step}: lower --model.training.lr "
                                 "or check the data for NaN/inf values")

@@ -5,6 +5,7 @@ from typing import Any, Literal, Optional, Protocol, runtime_checkable
 
 import lightning as L
 import torch
+from jsonargparse.typing import PositiveInt
 from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
@@ -52,13 +53,14 @@ class PolydiffTrainer(L.Trainer):
         model: PolydiffModule,
         datamodule: Optional[L.LightningDataModule] = None,
         ckpt_path: Optional[str] = None,
-        num_samples: int = 16,
+        num_samples: PositiveInt = 16,
         sampler: Optional[AnySamplerName] = None,
-        steps: Optional[int] = None,
+        steps: Optional[PositiveInt] = None,
         guidance: Optional[float] = None,
         seed: int = 0,
         out: str = "samples",
         input: Optional[str] = None,
+        overwrite: bool = False,
     ) -> list[Path]:
         """Generate samples from a checkpoint and write them as files native to the domain.
 
@@ -73,15 +75,17 @@ class PolydiffTrainer(L.Trainer):
             seed: seed of every random draw.
             out: output folder.
             input: a domain-specific input: a file to impute / vocode / inpaint, or a text with blanks to fill.
+            overwrite: write into an ``out`` folder that already holds files (otherwise refused, so that one run's
+                files are never mixed with another's).
         """
         if ckpt_path is None:
             raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit>")
         model.resolve_sampler(name=sampler)  # an unknown name fails here, before the checkpoint is read
+        out_dir = check_output_folder(Path(out), overwrite)
         model.load_weights(ckpt_path)
         model.to(self.strategy.root_device)
         model.eval()
         cfg = model.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
-        out_dir = Path(out)
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = None
         if input is not None:
@@ -93,3 +97,15 @@ class PolydiffTrainer(L.Trainer):
             paths = model.write_samples(out_dir, num_samples, cfg, seed, payload)
         print(f"wrote {len(paths)} files to {out_dir}/ ({cfg.name}, {cfg.steps} steps, guidance {cfg.guidance})")
         return paths
+
+
+def check_output_folder(out: Path, overwrite: bool) -> Path:
+    """``out`` if samples may be written there: not a file, and empty unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise PolydiffError(f"--out {out} is a file; pass a folder for the samples")
+    if out.is_dir() and not overwrite:
+        existing = sum(1 for _ in out.iterdir())
+        if existing:
+            raise PolydiffError(f"--out {out} already holds {existing} files (an earlier run?); pass a new --out "
+                                "folder, or --overwrite true to write into it")
+    return out

@@ -45,3 +45,10 @@ def sum_across_ranks(module: Any, totals: dict[str, float]) -> dict[str, float]:
     vec = torch.tensor([float(totals[k]) for k in keys], dtype=torch.float64, device=module.device)
     vec = trainer.strategy.reduce(vec, reduce_op="sum")
     return dict(zip(keys, vec.cpu().tolist()))
+
+
+def training_seed() -> int:
+    """The seed of the run (``seed_everything`` in the recipe, exported by Lightning as ``PL_GLOBAL_SEED``; 0 without)."""
+    import os
+
+    return int(os.environ.get("PL_GLOBAL_SEED", 0) or 0)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -87,7 +88,7 @@ class SpeechDataModule(L.LightningDataModule):
         crop_samples: int = 8192,
         eval_samples: int = 16384,
         crops_per_epoch: int = 2000,
-        batch_size: int = 8,
+        batch_size: PositiveInt = 8,
         val_fraction: float = 0.05,
         test_fraction: float = 0.1,
         max_eval_clips: int = 32,
@@ -155,7 +156,7 @@ class SpeechDataModule(L.LightningDataModule):
                        "train": pick(perm[n_test + n_val:])}
 
     def read_input(self, input: str, sample_rate: Optional[int] = None) -> dict[str, Any]:
-        """``polydiff sample --input``: a WAV/FLAC recording (mono, downmixed when it has several channels, resampled
+        """``polydiff sample --input``: a WAV/FLAC recording (mono, or downmixed with ``--data.downmix true``, resampled
         to the model's ``sample_rate``, default the data's) or a log-mel ``.npy``, as ``{"name", "sample_rate", "wave"
         [samples] or "log_mel" [n_mels, frames]}``."""
         rate = sample_rate or self.sample_rate
@@ -165,7 +166,8 @@ class SpeechDataModule(L.LightningDataModule):
             return {"name": name, "sample_rate": rate, "log_mel": read_log_mel(p), "path": str(p)}
         if p.suffix.lower() not in AUDIO_SUFFIXES:
             raise PolydiffError(f"--input {p} is neither audio ({', '.join(AUDIO_SUFFIXES)}) nor a log-mel (.npy)")
-        return {"name": name, "sample_rate": rate, "wave": read_audio(p, rate, downmix=True), "path": str(p)}
+        # the same rule as training: several channels only with --data.downmix true
+        return {"name": name, "sample_rate": rate, "wave": read_audio(p, rate, downmix=self.downmix), "path": str(p)}
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, ds: Dataset, shuffle: bool = False, sampler=None) -> DataLoader:

@@ -5,6 +5,7 @@ Alpaydin & Kaynak, "Optical Recognition of Handwritten Digits" (UCI, 1998); ship
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 
 from polydiff.datasets.image_tensors import ImageTensorDataModule
@@ -25,7 +26,7 @@ class DigitsDataModule(ImageTensorDataModule):
     num_classes = 10
     class_names = [str(i) for i in range(10)]
 
-    def __init__(self, batch_size: int = 64, image_size: int = 16, val_fraction: float = 0.05,
+    def __init__(self, batch_size: PositiveInt = 64, image_size: int = 16, val_fraction: float = 0.05,
                  test_fraction: float = 0.2, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(batch_size, val_fraction, test_fraction, seed, num_workers, image_size, channels=1)
         self.save_hyperparameters()

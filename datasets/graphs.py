@@ -23,18 +23,21 @@ Your own graphs (``--data.path``): a folder of edge lists (``*.txt``, ``*.edges`
 ``Data`` or a list of them, saved with ``torch.save``.
 """
 
+import pickle
+import re
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import lightning as L
 import networkx as nx
 import numpy as np
 import torch
+from jsonargparse.typing import PositiveInt
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from polydiff.core.utils import PolydiffError
-from polydiff.datasets.splits import evaluation_sampler
+from polydiff.core.utils import PolydiffError, training_seed
+from polydiff.datasets.splits import ResumableTraining, evaluation_sampler
 
 EDGE_LIST_SUFFIXES = (".txt", ".edges", ".edgelist")
 GRAPHML_SUFFIXES = (".graphml",)
@@ -232,6 +235,32 @@ def read_graphml(path: Path) -> nx.Graph:
     return g
 
 
+def _safe_graph_types() -> list[Any]:
+    """The torch-geometric classes a ``.pt`` file of graphs may hold: loading allows these and nothing else, so a
+    crafted file cannot run code (``torch.load(weights_only=True)``)."""
+    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+    from torch_geometric.data.storage import EdgeStorage, GlobalStorage, NodeStorage
+
+    return [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage, NodeStorage, EdgeStorage]
+
+
+def load_graph_file(path: Path) -> Any:
+    """The object in a ``.pt`` file of torch-geometric graphs, unpickled with the safe loader only."""
+    try:
+        with torch.serialization.safe_globals(_safe_graph_types()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.findall(r"(?:GLOBAL|function|global) ([\w.<>]+)", str(exc))
+        what = f" ({found[0]})" if found else ""
+        hint = "save batch.to_data_list() instead of a Batch" if "Batch" in str(exc) or "Inheritance" in str(exc) \
+            else "save a list of torch-geometric Data with torch.save"
+        raise PolydiffError(f"{path}: refused by the safe loader: it holds objects other than torch-geometric Data"
+                            f"{what}, and loading them could run code; {hint}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated, not a torch file, ...: the same fix for the user
+        raise PolydiffError(f"{path}: cannot be loaded with torch.load ({type(exc).__name__}: {exc}); save a list of "
+                            "torch-geometric Data with torch.save") from None
+
+
 def read_graphs(path: str | Path) -> list[Data]:
     """The user's graphs from a folder of edge lists / GraphML files, or a ``.pt`` file of ``Data`` (or a list of them)."""
     p = Path(path)
@@ -245,12 +274,7 @@ def read_graphs(path: str | Path) -> list[Data]:
                                     "pass the folder")
             raise PolydiffError(f"--data.path {path}: unknown file type {p.suffix!r}; give a .pt file of torch-geometric "
                                 "Data or a folder of edge lists / GraphML files")
-        try:
-            obj = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001
-            raise PolydiffError(f"{path}: cannot be loaded with torch.load ({type(exc).__name__}: {exc})") from None
-        if hasattr(obj, "to_data_list"):  # a Batch
-            obj = obj.to_data_list()
+        obj = load_graph_file(p)
         items = [obj] if isinstance(obj, Data) else list(obj) if isinstance(obj, (list, tuple)) else None
         if not items:
             raise PolydiffError(f"{path}: expected a torch_geometric Data or a non-empty list of Data, found "
@@ -302,7 +326,7 @@ def split_indices(num: int, seed: int, test_fraction: float, val_fraction: float
 
 
 # ---------------------------------------------------------------------------------------------------- DataModule
-class GraphDataModule(L.LightningDataModule):
+class GraphDataModule(ResumableTraining, L.LightningDataModule):
     """Graphs for generation: a generated benchmark or your own files, as torch-geometric batches.
 
     Args:
@@ -334,7 +358,7 @@ class GraphDataModule(L.LightningDataModule):
         num_edge_types: int = 2,
         test_fraction: float = 0.2,
         val_fraction: float = 0.16,
-        batch_size: int = 32,
+        batch_size: PositiveInt = 32,
         seed: int = 0,
         num_workers: int = 0,
     ) -> None:
@@ -419,7 +443,8 @@ class GraphDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, num_workers=self.num_workers,
+        return DataLoader(self.train_set, batch_size=self.batch_size, num_workers=self.num_workers,
+                          sampler=self.train_sampler(len(self.train_set), training_seed()),
                           drop_last=len(self.train_set) > self.batch_size)
 
     def val_dataloader(self) -> DataLoader:

@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import torch
+from jsonargparse.typing import PositiveInt
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -43,7 +44,7 @@ class ImageFolderDataModule(ImageTensorDataModule):
         crop: Literal["centre", "random"] = "centre",
         random_crop_scale: float = 1.125,
         hflip: bool = False,
-        batch_size: int = 32,
+        batch_size: PositiveInt = 32,
         val_fraction: float = 0.05,
         test_fraction: float = 0.1,
         seed: int = 0,
@@ -67,6 +68,8 @@ class ImageFolderDataModule(ImageTensorDataModule):
         if not self.root:
             raise PolydiffError("ImageFolderDataModule needs a folder of images: pass --data.root DIR")
         root = Path(self.root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise PolydiffError(f"--data.root {root} is a file, not a folder; pass the folder that holds the images")
         if not root.is_dir():
             raise PolydiffError(f"image folder {root} does not exist; pass an existing folder of PNG/JPEG files as "
                                 "--data.root")

@@ -14,9 +14,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, training_seed
 from polydiff.datasets.readers.image import read_image
-from polydiff.datasets.splits import SplitLoaders
+from polydiff.datasets.splits import ResumableTraining, SplitLoaders
 
 
 def split_indices(n: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Tensor]:
@@ -50,7 +50,7 @@ class RandomShiftCrop(Dataset):
         return img, self.labels[i]
 
 
-class ImageTensorDataModule(SplitLoaders, L.LightningDataModule):
+class ImageTensorDataModule(ResumableTraining, SplitLoaders, L.LightningDataModule):
     """Base of the image DataModules: subclasses implement :meth:`load` (all images and labels, once)."""
 
     #: number of classes (0: unlabelled); set by :meth:`setup`
@@ -104,7 +104,9 @@ class ImageTensorDataModule(SplitLoaders, L.LightningDataModule):
             raise PolydiffError(f"the {split} split is empty ({self.describe()}); add images or lower "
                                 f"--data.val_fraction / --data.test_fraction")
         ds = self.train_transform_dataset(images, labels) if train else TensorDataset(self.crop_eval(images), labels)
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=train, drop_last=train and len(images) > self.batch_size,
+        sampler = self.train_sampler(len(ds), training_seed()) if train else None
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
+                          drop_last=train and len(images) > self.batch_size,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
 
     def read_input(self, input: str, image_size: Optional[int] = None, channels: Optional[int] = None) -> Tensor:

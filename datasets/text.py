@@ -12,11 +12,12 @@ from typing import Optional
 
 import lightning as L
 import torch
+from jsonargparse.typing import PositiveInt
 from torch.utils.data import DataLoader
 
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, training_seed
 from polydiff.datasets.readers.text import normalize_text8, read_text_files, read_text_input
-from polydiff.datasets.splits import SplitLoaders, evaluation_sampler
+from polydiff.datasets.splits import ResumableTraining, SplitLoaders, evaluation_sampler
 
 
 def embedded_corpus() -> str:
@@ -26,7 +27,7 @@ def embedded_corpus() -> str:
     return "\n".join(topics[k] for k in sorted(topics))
 
 
-class TextDataModule(SplitLoaders, L.LightningDataModule):
+class TextDataModule(ResumableTraining, SplitLoaders, L.LightningDataModule):
     """Fixed-length character chunks of a text corpus.
 
     Args:
@@ -41,7 +42,7 @@ class TextDataModule(SplitLoaders, L.LightningDataModule):
         num_workers: DataLoader workers.
     """
 
-    def __init__(self, path: Optional[str] = None, seq_len: int = 128, batch_size: int = 32, normalize: bool = True,
+    def __init__(self, path: Optional[str] = None, seq_len: int = 128, batch_size: PositiveInt = 32, normalize: bool = True,
                  val_fraction: float = 0.05, test_fraction: float = 0.05, split_seed: int = 0,
                  max_chars: Optional[int] = None, num_workers: int = 0) -> None:
         super().__init__()
@@ -101,5 +102,7 @@ class TextDataModule(SplitLoaders, L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         texts = self.split_texts(split)
         sampler = evaluation_sampler(texts) if split == "test" else None
-        return DataLoader(texts, batch_size=self.batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
+        if shuffle:
+            sampler = self.train_sampler(len(texts), training_seed())
+        return DataLoader(texts, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=list, drop_last=False)

@@ -23,11 +23,12 @@ from typing import Any, Literal, Optional, Sequence
 import lightning as L
 import numpy as np
 import torch
+from jsonargparse.typing import PositiveInt
 from torch.utils.data import DataLoader, Dataset
 
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, training_seed
 from polydiff.datasets.readers.table import WideTable, read_wide_table, table_from_frame
-from polydiff.datasets.splits import evaluation_sampler
+from polydiff.datasets.splits import ResumableTraining, evaluation_sampler
 
 EMBEDDED = ("elnino",)
 
@@ -64,6 +65,9 @@ def split_rows(n_rows: int, window: int, val_fraction: float, test_fraction: flo
     """Split label per row: 0 train, 1 validation, 2 test (see the module docstring)."""
     if window < 2:
         raise PolydiffError(f"data.window must be at least 2 steps (got {window})")
+    if n_rows < 6:
+        raise PolydiffError(f"{source} has {n_rows} rows; imputation needs at least 6 (three windows of 2 steps for "
+                            "training, validation and test): give a longer series")
     if window > n_rows:
         raise PolydiffError(f"data.window ({window} steps) is longer than {source} ({n_rows} rows); lower "
                             f"--data.window to at most {n_rows // 3} so that train, validation and test get windows")
@@ -83,7 +87,7 @@ def split_rows(n_rows: int, window: int, val_fraction: float, test_fraction: flo
     return role
 
 
-class TimeSeriesDataModule(L.LightningDataModule):
+class TimeSeriesDataModule(ResumableTraining, L.LightningDataModule):
     """Windows of a multivariate series: the embedded El Niño table or your own wide CSV / Parquet file.
 
     Args:
@@ -109,7 +113,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         seed: int = 0,
         train_stride: int = 1,
-        batch_size: int = 16,
+        batch_size: PositiveInt = 16,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
@@ -196,7 +200,9 @@ class TimeSeriesDataModule(L.LightningDataModule):
             flag = "val_fraction" if role == 1 else "test_fraction"
             raise PolydiffError(f"no {name} windows: raise --data.{flag} above 0")
         sampler = evaluation_sampler(ds) if role == 2 else None
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=shuffle, sampler=sampler,
+        if shuffle:
+            sampler = self.train_sampler(len(ds), training_seed())
+        return DataLoader(ds, batch_size=self.batch_size, sampler=sampler,
                           num_workers=self.num_workers,
                           drop_last=False)
 

@@ -133,13 +133,14 @@ def test_fit_test_sample_end_to_end(tmp_path):
     main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples", "3", "--steps", "30", "--out", str(out)])
     lines = (out / "samples.txt").read_text().splitlines()
     assert len(lines) == 3 and all(len(line) == 64 for line in lines)
-    main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples", "2", "--steps", "30", "--out", str(out),
+    infill = tmp_path / "infill"  # a folder of its own: sample refuses to mix two runs in one
+    main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples", "2", "--steps", "30", "--out", str(infill),
           "--input", "the ____ statement"])
-    lines = (out / "infill.txt").read_text().splitlines()
+    lines = (infill / "infill.txt").read_text().splitlines()
     assert lines[0] == "the ____ statement" and len(lines) == 3
     assert all(line.startswith("the ") and line.endswith(" statement") and "_" not in line for line in lines[1:])
     with pytest.raises(SystemExit):
-        main(["sample", *common, "--ckpt_path", str(ckpt), "--steps", "5000", "--out", str(out)])
+        main(["sample", *common, "--ckpt_path", str(ckpt), "--steps", "5000", "--out", str(tmp_path / "too_many")])
 
 
 def test_bpe_model_on_own_folder(tmp_path):

@@ -183,8 +183,9 @@ class DiscreteDiffusionModule(PolydiffModule):
         return loss_sum / count, bound_sum / count
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        b = self.encode(batch)
-        loss, bound = self.diffusion_loss(b)
+        with self.seeded_step():
+            b = self.encode(batch)
+            loss, bound = self.diffusion_loss(b)
         loss = loss.mean()
         if not torch.isfinite(loss):
             raise PolydiffError(f"training loss is {loss.item()} at step {self.global_step}: lower --model.training.lr")

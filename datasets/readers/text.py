@@ -42,5 +42,14 @@ def read_text_files(path: str) -> str:
 
 def read_text_input(input: str) -> str:
     """``polydiff sample --input``: the text of a file when ``input`` names one, else ``input`` itself."""
-    src = Path(input)
-    return src.read_text(encoding="utf-8").rstrip("\n") if src.is_file() else input
+    try:
+        is_file = len(input) < 4096 and Path(input).is_file()
+    except OSError:  # a long text is not a file name
+        is_file = False
+    if not is_file:
+        return input
+    try:
+        return Path(input).read_text(encoding="utf-8").rstrip("\n")
+    except UnicodeDecodeError as exc:
+        raise PolydiffError(f"--input {input} is not UTF-8 text (invalid byte at offset {exc.start}); convert it") \
+            from None

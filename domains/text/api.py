@@ -5,6 +5,7 @@
 """
 
 import re
+import warnings
 
 import torch
 from torch import Tensor
@@ -39,6 +40,10 @@ class TextSamplingAPI:
             else:
                 seg = part.lower() if tok.kind == "char" else part
                 if tok.kind == "char":
+                    outside = sorted(set(re.findall(r"[^a-z ]", seg)))
+                    if outside:
+                        warnings.warn(f"--input characters {outside} are outside the model's alphabet (a-z and space); "
+                                      "each run of them became one space", stacklevel=2)
                     seg = re.sub(r"[^a-z]+", " ", seg)
                 enc = tok.encode(seg)
                 ids += enc
