@@ -11,6 +11,7 @@ bond types, hydrogens implicit: the 2D model's input) and :func:`mol_to_cloud` (
 with the molecule domain.
 """
 
+import functools
 import importlib.util
 import warnings
 from dataclasses import dataclass
@@ -210,11 +211,9 @@ def qm9_folder() -> Path:
     return folder
 
 
-def read_qm9(max_atoms: int = 29, max_heavy_atoms: int = 9, max_molecules: int = 0, seed: int = 0,
-             coordinates: bool = False) -> list[MoleculeRecord]:
-    """QM9 molecules (Ramakrishnan et al. 2014) from ``qm9pack``: at most ``max_atoms`` atoms counting hydrogens and
-    ``max_heavy_atoms`` heavy atoms, a fixed random subset of ``max_molecules`` (0: all), with the DFT coordinates when
-    ``coordinates``. Records keep the CSV row (``qm9_partK.csv:line``) as their source."""
+@functools.lru_cache(maxsize=2)
+def _qm9_table(coordinates: bool):
+    """The rows of the three QM9 CSV files (read once per process: fit, test and sample in one process share it)."""
     import pandas as pd
 
     folder = qm9_folder()
@@ -225,7 +224,15 @@ def read_qm9(max_atoms: int = 29, max_heavy_atoms: int = 9, max_molecules: int =
         df = pd.read_csv(f, usecols=cols)
         df["source"] = [f"{f}:{i + 2}" for i in range(len(df))]
         frames.append(df)
-    df = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_qm9(max_atoms: int = 29, max_heavy_atoms: int = 9, max_molecules: int = 0, seed: int = 0,
+             coordinates: bool = False) -> list[MoleculeRecord]:
+    """QM9 molecules (Ramakrishnan et al. 2014) from ``qm9pack``: at most ``max_atoms`` atoms counting hydrogens and
+    ``max_heavy_atoms`` heavy atoms, a fixed random subset of ``max_molecules`` (0: all), with the DFT coordinates when
+    ``coordinates``. Records keep the CSV row (``qm9_partK.csv:line``) as their source."""
+    df = _qm9_table(coordinates)
     # Stoichiometry is "[H, C, N, O, F]" counts
     counts = np.array([[int(v) for v in s.strip("[]").split(",")] for s in df["Stoichiometry"]])
     keep = (df["N_atoms"].to_numpy() <= max_atoms) & (counts[:, 1:].sum(1) <= max_heavy_atoms)

@@ -63,15 +63,28 @@ def bond_order(a: str, b: str, distance: float) -> int:
 
 
 def infer_bonds(elements: Sequence[str], positions: np.ndarray) -> np.ndarray:
-    """Bond-order matrix ``[n, n]`` of a 3D molecule from its pairwise distances (EDM's rule)."""
+    """Bond-order matrix ``[n, n]`` of a 3D molecule from its pairwise distances (EDM's rule, :func:`bond_order`,
+    evaluated for all pairs at once)."""
     n = len(elements)
     pos = np.asarray(positions, dtype=np.float64)
-    dist = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
-    orders = np.zeros((n, n), dtype=np.int64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            orders[i, j] = orders[j, i] = bond_order(elements[i], elements[j], dist[i, j])
-    return orders
+    dist = 100.0 * np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    kinds = sorted(set(elements))
+    idx = np.array([kinds.index(e) for e in elements])
+    # thresholds (length + margin, pm) per pair of element kinds; -inf where the table has no such bond
+    limits = np.full((3, len(kinds), len(kinds)), -np.inf)
+    for a, ea in enumerate(kinds):
+        for b, eb in enumerate(kinds):
+            for k, table in enumerate((_SINGLE, _DOUBLE, _TRIPLE)):
+                length = _length(table, ea, eb)
+                if length is not None:
+                    limits[k, a, b] = length + MARGINS[k]
+    lim = limits[:, idx[:, None], idx[None, :]]                       # [3, n, n]
+    single = dist < lim[0]
+    double = single & (dist < lim[1])
+    triple = double & (dist < lim[2])
+    orders = single.astype(np.int64) + double + triple
+    np.fill_diagonal(orders, 0)
+    return orders if n else np.zeros((0, 0), dtype=np.int64)
 
 
 def stability(elements: Sequence[str], orders: np.ndarray) -> tuple[int, bool]:

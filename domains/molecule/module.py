@@ -198,6 +198,8 @@ class MoleculeEDM(MoleculeCloudAPI, DiffusionModule):
         super().__init__(diffusion, objective, sampler, training)
         if len(atom_types) < 1:
             raise PolydiffError("--model.atom_types is empty; give the element symbols of the data")
+        if type_scale <= 0:
+            raise PolydiffError(f"--model.type_scale must be > 0 (EDM: 0.25), got {type_scale}")
         self.atom_types = tuple(atom_types)
         self.max_atoms = max_atoms
         self.type_scale = type_scale
