@@ -57,6 +57,9 @@ def test_synthesis_fit_test_sample_end_to_end(tmp_path):
     assert {"mmd2", "mmd2_pca_gaussian", "mmd2_pixelwise_gaussian", "mmd2_train_items", "bandwidth"} <= set(metrics)
     # two steps of training make noise: further from the held-out slices than the pixelwise control and real slices
     assert metrics["mmd2"] > metrics["mmd2_pixelwise_gaussian"] > metrics["mmd2_train_items"]
+    cli = build_cli(["predict", *common, "--ckpt_path", str(ckpt)])  # one new slice per held-out slice
+    predictions = torch.cat(cli.trainer.predict_loop.predictions)
+    assert predictions.shape == (31, 1, 48, 56) and predictions.abs().max() <= 1
     out = tmp_path / "samples"
     main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples=2", "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == ["00000.nii.gz", "00000.png", "00001.nii.gz", "00001.png"]
