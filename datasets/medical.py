@@ -310,6 +310,13 @@ class CropDataModule(NiftiDataModule):
         self.setup()
         return self._crops
 
+    def random_crops(self, n: int, seed: int) -> Tensor:
+        """``n`` fresh random crops of the training region (``[n, 1, *crop_size]``): a reference set from the
+        training distribution (it overlaps training voxels, unlike the held-out slab)."""
+        self.setup()
+        gen = torch.Generator().manual_seed(seed)
+        return torch.stack([self._crops.draw(gen) for _ in range(n)])
+
     def reference_geometry(self) -> dict[str, Any]:
         """Geometry given to generated crops: the first held-out crop's grid (the template's affine, shifted)."""
         self.setup()

@@ -84,6 +84,9 @@ def test_slices_and_crops_come_with_their_grid_and_never_overlap_held_out_data()
     (regions, (a, b)) = crops.regions(vol)
     assert all(hi <= a or lo >= b for lo, hi in regions)  # training ranges of y avoid the held-out slab
     assert next(iter(crops.train_dataloader())).shape == (4, 1, 16, 16, 16)
+    fresh = crops.random_crops(3, seed=1)
+    assert fresh.shape == (3, 1, 16, 16, 16) and torch.equal(fresh, crops.random_crops(3, seed=1))
+    assert all(float((c > -0.9).float().mean()) >= 0.3 for c in fresh)  # crops of mostly background are redrawn
 
 
 def test_written_items_have_png_slices(tmp_path):
