@@ -93,7 +93,10 @@ def test_synthetic_corpus_is_voiced_and_cached(tmp_path):
         power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-12
         return float(np.median(np.exp(np.log(power).mean(1)) / power.mean(1)))
     assert flatness(x) < 0.1 < flatness(np.random.default_rng(0).standard_normal(len(x)))
+    # cached: a second call returns the same manifest without writing anything again
+    written = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     assert build_corpus(tmp_path, num_utterances=3, sample_rate=16000, seed=0, kind="synthetic") == manifest
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == written
     rng = np.random.default_rng(0)
     assert synthetic_utterance(rng, 16000, 0.5).shape == (8000,)
 

@@ -135,17 +135,17 @@ def test_vocoder_learns_on_a_fixed_batch():
     batch = model.encode(wave)
     # the PriorGrad envelope makes the diffused signal unit-scale: a sine of any amplitude has RMS 1/sqrt(2)
     assert batch.x0[..., 256:-256].pow(2).mean().sqrt() == pytest.approx(2**-0.5, rel=0.25)
-    def held_out_loss():  # the same noise and noise levels before and after training
+    def fixed_draw_loss():  # the training batch under the same noise and noise levels before and after training
         return sum(float(model.diffusion_loss(batch, torch.Generator().manual_seed(s)).mean()) for s in range(8)) / 8
 
-    before = held_out_loss()
+    before = fixed_draw_loss()
     opt = torch.optim.Adam(model.parameters(), lr=5e-3)
     for _ in range(60):
         loss = model.diffusion_loss(batch).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert held_out_loss() < 0.9 * before  # measured: 1.006 -> 0.800
+    assert fixed_draw_loss() < 0.9 * before  # measured: 1.006 -> 0.800
 
 
 def test_circular_mdct_is_orthogonal():

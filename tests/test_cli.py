@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from polydiff.core.cli import main
+from polydiff.core.cli import build_cli, main
+from polydiff.domains.image import ImageDiffusion
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "recipes" / "image" / "digits.yaml")
@@ -37,9 +38,11 @@ def _error_line(capsys, args) -> str:
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err, "no error message"
-    return err[-1]
+    err = capsys.readouterr().err.strip()
+    lines = err.splitlines()
+    assert len(lines) == 1, f"stderr is {len(lines)} lines, not one:\n{err[:2000]}"
+    assert lines[0].startswith("polydiff: error:") and "Traceback" not in err
+    return lines[0]
 
 
 def test_fit_writes_checkpoint_with_ema_and_raw_weights(trained):
@@ -80,11 +83,22 @@ def test_test_subcommand_writes_metrics_json(trained, capsys):
 
 
 def test_validate_and_predict(trained):
+    """validate reports the loss of the checkpoint's weights on fixed noise (the same figure again from Python);
+    predict gives one image in [0, 1] per test item of the batch."""
     tmp, ckpt = trained
-    main(["validate", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
-          "--trainer.limit_val_batches", "1"])
-    main(["predict", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
-          "--trainer.limit_predict_batches", "1", "--model.sampler.steps", "2"])
+    cli = build_cli(["validate", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir",
+                     str(tmp), "--trainer.limit_val_batches", "1"])
+    reported = float(cli.trainer.callback_metrics["val/loss"])
+    model = ImageDiffusion.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True).eval()
+    batch = next(iter(cli.datamodule.val_dataloader()))
+    with torch.no_grad():
+        again = float(model.validation_step(batch, 0))
+    assert reported == pytest.approx(again, rel=1e-5)
+    cli = build_cli(["predict", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir",
+                     str(tmp), "--trainer.limit_predict_batches", "1", "--model.sampler.steps", "2"])
+    (images,) = cli.trainer.predict_loop.predictions
+    items = next(iter(cli.datamodule.predict_dataloader()))[0]
+    assert images.shape == items.shape and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
 
 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):
@@ -126,6 +140,16 @@ def test_readme_fine_tuning_command_on_a_class_folder(trained, tmp_path):
           "--trainer.default_root_dir", str(tmp_path / "run")])
     tuned = torch.load(next((tmp_path / "run").glob("lightning_logs/*/checkpoints/last.ckpt")), weights_only=True)
     assert tuned["hyper_parameters"]["num_classes"] == 2
+    # the weights came from the digits checkpoint: one step at the warm-up's first learning rate (1e-3 / 200) moves
+    # them by at most a few 1e-6, while a fresh initialisation would differ by O(0.1); the class embedding (3 rows
+    # now, 11 in the checkpoint) keeps its new initialisation
+    source = torch.load(ckpt, weights_only=True)["state_dict"]
+    raw = tuned["current_model_state"]
+    shared = [k for k in source if k in raw and raw[k].shape == source[k].shape and raw[k].is_floating_point()
+              and float(source[k].abs().max()) > 0]
+    assert len(shared) > 20
+    assert max(float((raw[k] - source[k]).abs().max()) for k in shared) < 1e-4
+    assert raw["network.class_emb.weight"].shape[0] == 3 != source["network.class_emb.weight"].shape[0]
 
 
 def test_print_config_and_help(capsys):

@@ -6,7 +6,6 @@ import pickle
 import lightning.pytorch as pl
 import pytest
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
 from torch.optim.swa_utils import AveragedModel
 
 from polydiff.core.ema import EMA, WarmupEMAUpdate
@@ -50,12 +49,12 @@ def test_integer_buffers_are_copied_not_averaged():
     assert avg.module.num_batches_tracked.dtype == torch.long
 
 
-def test_callback_pickles_unlike_lightnings_closure():
-    """ddp_spawn pickles the trainer's callbacks: ours must survive it."""
+def test_callback_survives_pickling():
+    """ddp_spawn pickles the trainer's callbacks: ours must survive it with its decay schedule intact."""
     ema = pickle.loads(pickle.dumps(EMA(decay=0.99)))
-    assert ema.decay == 0.99 and ema._kwargs["multi_avg_fn"].decay_at(10**6) == pytest.approx(0.99)
-    with pytest.raises((AttributeError, pickle.PicklingError, TypeError)):
-        pickle.dumps(EMAWeightAveraging(decay=0.99))
+    fn = ema._kwargs["multi_avg_fn"]
+    assert ema.decay == 0.99 and fn.decay_at(10**6) == pytest.approx(0.99)
+    assert fn.decay_at(0) == pytest.approx(min(0.99, 1 / 10))  # the warm-up: (1 + n) / (10 + n)
 
 
 def test_bad_decay_is_a_clear_error():

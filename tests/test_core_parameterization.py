@@ -55,7 +55,11 @@ def test_native_weighting_is_one_and_min_snr_closed_form():
     torch.testing.assert_close(loss_weight("min_snr", lam, "eps", 1.0, 5.0), torch.clamp(snr, max=5.0) / snr)
     # EDM weighting with EDM preconditioning is the plain MSE of F (Karras et al. 2022, eq. 8 with c_out^2 lambda = 1)
     torch.testing.assert_close(loss_weight("edm", lam, "edm", 0.5, 5.0), torch.ones_like(lam))
-    assert torch.isfinite(loss_weight("velocity", lam, "eps", 1.0, 5.0)).all()
+    # velocity-MSE for an eps network: |u_hat - u|^2 = (1 + e^{-lambda/2})^2 |eps_hat - eps|^2 (VP, alpha + sigma
+    # over sigma), finite at both ends
+    w = loss_weight("velocity", lam, "eps", 1.0, 5.0)
+    torch.testing.assert_close(w, (1 + torch.exp(-lam / 2)) ** 2)
+    assert torch.isfinite(w).all()
 
 
 def test_edm_preconditioning_matches_karras_table_1():

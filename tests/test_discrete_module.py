@@ -2,6 +2,8 @@
 graph domain's use): loss, exact bound against a closed form, stratified bound, constrained sampling."""
 
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,11 +87,24 @@ def test_exact_bound_of_exact_model_is_the_entropy(transition):
     assert abs(float(est.sum() / count.sum() - got)) < 0.05
 
 
-def test_loss_masks_weights_and_constrained_sampling():
+def test_loss_ignores_padding_weighs_variables_and_sampling_is_constrained():
     m = ToyGraphs("absorbing", steps=20)
     b = m.encode(toy_batch(n=8))
     loss, bound = m.diffusion_loss(b, torch.Generator().manual_seed(0))
-    assert loss.shape == (8,) and torch.isfinite(loss).all() and (bound >= 0).all()
+    assert loss.shape == (8,) and torch.isfinite(loss).all() and (bound > 0).all()
+    # padding: other categories at every masked-out position leave the loss (same draws) exactly as it was
+    padded = [torch.where(mk.bool(), x, (x + 1) % 3) for x, mk in zip(b.x0, b.masks())]
+    assert any(not torch.equal(p, x) for p, x in zip(padded, b.x0))
+    again, _ = m.diffusion_loss(replace(b, x0=tuple(padded)), torch.Generator().manual_seed(0))
+    assert torch.equal(loss, again)
+    # weights: the loss is linear in each variable's weight (DiGress weighs edges by 5)
+    by_weight = {}
+    for w in (1.0, 2.0, 5.0):
+        m.variable_weights = (1.0, w)
+        by_weight[w], _ = m.diffusion_loss(b, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(by_weight[5.0] - by_weight[1.0], 4 * (by_weight[2.0] - by_weight[1.0]))
+    assert (by_weight[2.0] > by_weight[1.0]).all()
+    m.variable_weights = (1.0, 1.0)
     nodes, edges = m.generate([(6, 5), (6, 5, 5)], seed=3)
     assert torch.equal(edges, edges.transpose(1, 2))
     assert (nodes < 3).all() and (edges < 3).all()  # nothing left masked

@@ -1,13 +1,14 @@
 """Every graph recipe through the CLI under fast_dev_run; your own graphs with --data.path; test and sample end to end."""
 
 import json
+import math
 from pathlib import Path
 
 import networkx as nx
 import pytest
 import torch
 
-from polydiff.core.cli import main
+from polydiff.core.cli import build_cli, main
 from polydiff.datasets.graphs import generate_community_small
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +20,13 @@ TINY = ["--model.hidden_nodes", "8", "--model.hidden_edges", "4", "--model.hidde
 def test_recipe_fast_dev_run(recipe, tmp_path):
     torch.set_num_threads(1)
     extra = ["--data.num_graphs", "20"] if "community" not in recipe else []
-    main(["fit", "--config", str(ROOT / "recipes" / recipe), "--trainer.fast_dev_run=1",
-          "--trainer.default_root_dir", str(tmp_path), *TINY, *extra])
+    cli = build_cli(["fit", "--config", str(ROOT / "recipes" / recipe), "--trainer.fast_dev_run=1",
+                     "--trainer.default_root_dir", str(tmp_path), *TINY, *extra])
+    # connect_data gave the model the training graphs' statistics: its prior is the data's marginals and node counts
+    node_m, edge_m = cli.datamodule.marginals()
+    torch.testing.assert_close(cli.model.marginals_1.double(), (edge_m / edge_m.sum()).double())
+    assert float(cli.model.node_counts.sum()) == len(cli.datamodule.split_graphs("train"))
+    assert math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
 
 
 def _edge_list_folder(folder: Path, num: int = 12) -> Path:
@@ -31,8 +37,8 @@ def _edge_list_folder(folder: Path, num: int = 12) -> Path:
 
 
 def test_own_graphs_fit_test_and_sample(tmp_path):
-    """--data.path with a folder of edge lists: fit a few steps, polydiff test (metrics beside the Erdős–Rényi control
-    and the training floor) and polydiff sample (GraphML files and a PNG grid)."""
+    """--data.path with a folder of edge lists: fit a few steps, polydiff test (the metrics, the Erdős–Rényi control's
+    and the training floor's, written to metrics.json) and polydiff sample (GraphML files and a PNG grid)."""
     torch.set_num_threads(1)
     data = _edge_list_folder(tmp_path / "mine")
     recipe = str(ROOT / "recipes" / "graph" / "community_small.yaml")
@@ -62,7 +68,9 @@ def _error(capsys, args) -> str:
     with pytest.raises(SystemExit) as exc:
         main(args)
     assert exc.value.code == 2
-    return capsys.readouterr().err.strip().splitlines()[-1]
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("polydiff: error:"), err[:2000]
+    return err
 
 
 def test_cli_errors_for_bad_graphs(tmp_path, capsys):

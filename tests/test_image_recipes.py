@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from polydiff.core.cli import main
+from polydiff.core.cli import build_cli, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS = str(ROOT / "recipes" / "image" / "digits.yaml")
@@ -41,14 +41,29 @@ def run_error(args, capsys) -> str:
     return err
 
 
+def _first_loss_matches_zero_output(cli, rel: float) -> None:
+    """The U-Net's output convolution starts at zero, so the first training loss of v-prediction on the cosine VP
+    process is ``E|v|^2 = E_t[alpha^2] + E_t[sigma^2] E[x0^2] = (1 + E[x0^2]) / 2`` (uniform t; the cross term has
+    mean 0)."""
+    images = cli.datamodule.split_tensors("train")[0]
+    expected = 0.5 * (1.0 + float((images**2).mean()))
+    first = float(cli.trainer.callback_metrics["train/loss"])
+    assert first == pytest.approx(expected, rel=rel), (first, expected)
+    # and eps-prediction's first loss (1.0) would not pass: the check tells the targets apart
+    assert abs(1.0 - expected) > rel * expected
+
+
 def test_digits_recipe_fast_dev_run(tmp_path):
-    main(["fit", "--config", DIGITS, "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path)] + QUIET)
+    cli = build_cli(["fit", "--config", DIGITS, "--trainer.fast_dev_run=1", "--trainer.default_root_dir",
+                     str(tmp_path)] + QUIET)
+    _first_loss_matches_zero_output(cli, rel=0.07)  # a batch of 32 digits: the loss has a std of 1.8 % (200 batches)
 
 
 def test_folder_recipe_fast_dev_run(tmp_path):
     write_pngs(tmp_path / "imgs", 6)
-    main(["fit", "--config", FOLDER, "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path / "run"),
-          "--data.root", str(tmp_path / "imgs")] + QUIET)
+    cli = build_cli(["fit", "--config", FOLDER, "--trainer.fast_dev_run=1", "--trainer.default_root_dir",
+                     str(tmp_path / "run"), "--data.root", str(tmp_path / "imgs")] + QUIET)
+    _first_loss_matches_zero_output(cli, rel=0.15)  # a batch of 4 random crops: noisier
 
 
 def test_own_folder_trains_samples_and_loads_in_python(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from polydiff.core.cli import main
+from polydiff.core.cli import build_cli, main
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,8 +36,14 @@ def _macro_csv(path: Path, gaps: bool = True) -> pd.DataFrame:
 
 
 def test_elnino_recipe_fast_dev_run(tmp_path):
-    main(["fit", "--config", str(ROOT / "recipes/timeseries/elnino.yaml"), "--trainer.fast_dev_run=1",
-          "--trainer.default_root_dir", str(tmp_path), *TINY])
+    """The CSDI output layer starts at zero: the first loss over the hidden targets of v-prediction is
+    ``E_t[alpha^2] + E_t[sigma^2] E[z^2]`` with z the normalised values (mean 0, std 1 on the training split, so about
+    1); the model also took the training split's statistics from the data."""
+    cli = build_cli(["fit", "--config", str(ROOT / "recipes/timeseries/elnino.yaml"), "--trainer.fast_dev_run=1",
+                     "--trainer.default_root_dir", str(tmp_path), *TINY])
+    assert float(cli.trainer.callback_metrics["train/loss"]) == pytest.approx(1.0, abs=0.35)
+    assert cli.model.data_meta["columns"] == cli.datamodule.table_meta()["columns"]
+    assert cli.model.data_meta["mean"] == pytest.approx(cli.datamodule.table_meta()["mean"])
 
 
 def test_csv_recipe_fit_test_and_sample_keep_every_observed_value(tmp_path, capsys):
@@ -59,8 +65,13 @@ def test_csv_recipe_fit_test_and_sample_keep_every_observed_value(tmp_path, caps
     metrics = json.loads(next((tmp_path / "test").rglob("metrics.json")).read_text())["metrics"]
     for setting in ("random10", "random50", "random90", "block", "forecast"):
         for method in ("model", "mean", "locf", "linear"):
-            assert float(metrics[f"{setting}/{method}/mae"]) > 0
-    assert 0 <= float(metrics["random50/model/coverage90"]) <= 1
+            assert f"{setting}/{method}/mae" in metrics
+    # the controls behave as they must on smooth quarterly series: interpolating beats the mean where values are
+    # scattered, and the deterministic controls have no interval (their coverage is not a number)
+    for setting in ("random10", "random50"):
+        assert float(metrics[f"{setting}/linear/mae"]) < float(metrics[f"{setting}/mean/mae"])
+    assert metrics["random50/linear/coverage90"] != metrics["random50/linear/coverage90"] or \
+        str(metrics["random50/linear/coverage90"]) == "nan"
     # polydiff sample: the checkpoint alone (no --data.path) imputes the file
     out = tmp_path / "out"
     main(["sample", "--config", recipe, "--ckpt_path", str(ckpt), "--input", str(csv), "--out", str(out),
