@@ -135,7 +135,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> PolydiffCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
-        auto_configure_optimizers=False,
+        auto_configure_optimizers=True,  # --optimizer / --lr_scheduler replace the model's AdamW and warm-up when given
     )
 
 

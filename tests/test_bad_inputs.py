@@ -206,3 +206,28 @@ def test_config_of_an_earlier_run_is_kept_when_the_logger_is_off(tmp_path):
     main([*args, "--seed_everything", "7"])
     assert (tmp_path / "config.yaml").read_text() == first
     assert "seed_everything: 7" in (tmp_path / "config_1.yaml").read_text()
+
+
+def test_checkpoint_of_every_other_domain_is_one_line(tmp_path, capsys):
+    """Each domain's checkpoint given to the recipes of the two domains beside it in a ring of all domains (every
+    domain on both sides: 2 x 8 pairs, the whole matrix would take a minute) ends in one line naming both domains
+    (checked before the checkpoint's hyper-parameters replace the recipe's model)."""
+    import importlib
+
+    import yaml
+
+    recipes = {}
+    for folder in sorted(p for p in (ROOT / "recipes").iterdir() if p.is_dir()):
+        recipe = sorted(folder.glob("*.yaml"))[0]
+        class_path = yaml.safe_load(recipe.read_text())["model"]["class_path"]
+        module, _, name = class_path.rpartition(".")
+        recipes[getattr(importlib.import_module(module), name).domain] = recipe
+    assert {"image", "audio", "timeseries", "text", "graph"} <= set(recipes)
+    ring = list(recipes)
+    for i, ckpt_domain in enumerate(ring):
+        path = tmp_path / f"{ckpt_domain}.ckpt"
+        torch.save({"state_dict": {}, "polydiff_domain": ckpt_domain}, path)
+        for recipe_domain in (ring[i - 1], ring[(i + 1) % len(ring)]):
+            recipe = recipes[recipe_domain]
+            line = _one_line(capsys, ["test", "--config", str(recipe), "--ckpt_path", str(path)])
+            assert f"'{ckpt_domain}' domain" in line and f"'{recipe_domain}' model" in line, line

@@ -238,3 +238,12 @@ def test_two_process_ddp_run(tmp_path, strategy):
 
     test_split = DigitsDataModule(**yaml.safe_load(Path(DIGITS).read_text())["data"]["init_args"]).split_tensors("test")[0]
     assert (report["processes"], report["num_samples"], report["test_images"]) == (2, 21, len(test_split))
+
+
+def test_optimizer_option_of_lightning_cli_replaces_the_default_adamw(trained, tmp_path):
+    _, ckpt = trained
+    default = torch.load(ckpt, weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert "betas" in default  # the model's AdamW (with its warm-up) when --optimizer is not given
+    sgd = _fit(tmp_path, "--optimizer", "torch.optim.SGD", "--optimizer.lr", "0.01")
+    group = torch.load(sgd, weights_only=True)["optimizer_states"][0]["param_groups"][0]
+    assert "momentum" in group and "betas" not in group and group["lr"] == 0.01
