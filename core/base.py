@@ -152,6 +152,12 @@ class PolydiffModule(L.LightningModule):
         (its image size, sample rate, time column, ...), passed as keyword arguments; nothing by default."""
         return {}
 
+    def write_predictions(self, prediction: Any, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        """Write one batch of ``polydiff predict`` (what ``predict_step`` returned) as files native to the domain,
+        named ``<prefix>_...``; return their paths (:class:`polydiff.core.prediction_writer.PredictionFiles` calls it).
+        The default writes nothing."""
+        return []
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: Any, seed: int, input: Any = None) -> list[Path]:
         """Generate and write files native to the domain into ``out_dir``; return their paths.
 

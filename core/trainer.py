@@ -6,11 +6,12 @@ from typing import Any, Literal, Optional, Protocol, runtime_checkable
 import lightning as L
 import torch
 from jsonargparse.typing import PositiveInt
-from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from polydiff.core.base import PolydiffModule
 from polydiff.core.discrete.sampling import SAMPLERS as CATEGORICAL_SAMPLERS
+from polydiff.core.prediction_writer import PredictionFiles
 from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
 
@@ -30,8 +31,9 @@ class ReadsInput(Protocol):
 
 class PolydiffTrainer(L.Trainer):
     """``lightning.Trainer`` that, unless told otherwise, shows a rich progress bar, logs CSV metrics under
-    ``default_root_dir/lightning_logs/version_N`` and keeps ``last.ckpt`` so an interrupted run resumes with
-    ``--ckpt_path last`` (or the file's path)."""
+    ``default_root_dir/lightning_logs/version_N``, keeps ``last.ckpt`` so an interrupted run resumes with
+    ``--ckpt_path last`` (or the file's path), and writes ``polydiff predict``'s outputs as the domain's files
+    (:class:`~polydiff.core.prediction_writer.PredictionFiles`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         callbacks = kwargs.get("callbacks") or []
@@ -44,6 +46,9 @@ class PolydiffTrainer(L.Trainer):
             # written at every training-epoch end, whether or not validation ran in that epoch
             callbacks.append(ModelCheckpoint(save_last=True, save_on_train_epoch_end=True))
         kwargs["callbacks"] = callbacks
+        if not any(isinstance(c, BasePredictionWriter) for c in callbacks):
+            # polydiff predict writes the domain's files into <run dir>/predictions
+            callbacks.append(PredictionFiles())
         if kwargs.get("logger") in (None, True):
             kwargs["logger"] = CSVLogger(save_dir=kwargs.get("default_root_dir") or ".", name="lightning_logs")
         super().__init__(*args, **kwargs)

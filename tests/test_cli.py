@@ -99,6 +99,10 @@ def test_validate_and_predict(trained):
     (images,) = cli.trainer.predict_loop.predictions
     items = next(iter(cli.datamodule.predict_dataloader()))[0]
     assert images.shape == items.shape and float(images.min()) >= 0.0 and float(images.max()) <= 1.0
+    folder = Path(cli.trainer.log_dir) / "predictions"  # written by the default prediction writer
+    labels = next(iter(cli.datamodule.predict_dataloader()))[1]
+    assert sorted(p.name for p in folder.glob("batch00000_*_class*.png")) == [
+        f"batch00000_{i:03d}_class{int(c)}.png" for i, c in enumerate(labels)]
 
 
 def test_resume_continues_from_the_checkpoint(trained, tmp_path):

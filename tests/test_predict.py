@@ -22,6 +22,11 @@ def test_predict_runs_from_the_cli(recipe, extra, tmp_path):
     cli = build_cli(["predict", "--config", str(ROOT / "recipes" / recipe), "--trainer.fast_dev_run=1",
                      "--trainer.default_root_dir", str(tmp_path), *QUIET, *extra])
     (out,) = cli.trainer.predict_loop.predictions  # fast_dev_run: one batch, the domain's own output for it
+    # and written as the domain's files into <run dir>/predictions (fast_dev_run: no logger, so default_root_dir)
+    written = sorted(p.name for p in (tmp_path / "predictions").iterdir())
+    suffix = {"audio": ".wav", "timeseries": ".csv", "text": ".txt", "graph": ".graphml"}[recipe.split("/")[0]]
+    assert written and all(name.startswith("batch00000") for name in written)
+    assert any(name.endswith(suffix) for name in written), written
     batch = next(iter(cli.datamodule.predict_dataloader()))
     if isinstance(out, torch.Tensor):  # waveforms of the clips
         clips = batch[0] if isinstance(batch, (list, tuple)) else batch

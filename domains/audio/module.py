@@ -219,6 +219,9 @@ class VocoderModule(VocoderAPI, DiffusionModule):
             print(writers.format_table(metrics, cfg, self.consistency, self.consistency_iters))
         self.report_metrics(metrics, extra)
 
+    def write_predictions(self, prediction: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        return writers.write_predictions(self, prediction, batch, out_dir, prefix)
+
     # ------------------------------------------------------------------ polydiff sample (see writers.py)
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[dict[str, Any]] = None) -> list[Path]:

@@ -86,3 +86,9 @@ def format_table(metrics: dict[str, float], cfg: SamplerConfig, consistency: str
                      f"{metrics[f'{name}_si_sdr']:.2f} | {metrics[f'{name}_periodicity']:.3f} | "
                      f"{metrics[f'{name}_rtf']:.3f} |")
     return "\n".join(lines)
+
+
+def write_predictions(model: Any, waves: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+    """``polydiff predict``: each re-synthesised clip as ``<prefix>_003.wav`` at the model's sample rate."""
+    rate = model.features.sample_rate
+    return [write_audio(out_dir / f"{prefix}_{i:03d}.wav", w, rate) for i, w in enumerate(waves)]

@@ -201,6 +201,10 @@ class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
         count); the seed differs per batch and per process."""
         return self.sample_graphs(int(batch.num_graphs), seed=batch_idx * self.trainer.world_size + self.global_rank)
 
+    def write_predictions(self, prediction: list[nx.Graph], batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        """``polydiff predict``: one GraphML file per generated graph, ``<prefix>_0003.graphml``."""
+        return write_graphml(prediction, out_dir, prefix)
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
         """One GraphML file per generated graph and ``graphs.png`` (a grid of the first 36)."""

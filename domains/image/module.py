@@ -153,6 +153,9 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
         :func:`polydiff.domains.image.writers.write_samples`."""
         return writers.write_samples(self, out_dir, num_samples, sampler, seed, input)
 
+    def write_predictions(self, prediction: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        return writers.write_predictions(self, prediction, batch, out_dir, prefix)
+
     def on_validation_epoch_end(self) -> None:
         writers.write_preview(self)
 

@@ -61,3 +61,15 @@ def write_preview(model: Any) -> None:
     path = model.run_dir() / "previews" / f"epoch_{model.current_epoch + 1:04d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     io.save_grid(images[order], path, nrow=model.preview_per_class if model.num_classes else None)
+
+
+def write_predictions(model: Any, images: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+    """``polydiff predict``: one PNG per generated image (``<prefix>_003_class7.png``: the class of the test item it
+    was drawn for) and ``<prefix>_grid.png``."""
+    labels = batch[1] if isinstance(batch, (list, tuple)) and len(batch) > 1 else None
+    paths = []
+    for i, img in enumerate(images):
+        label = f"_class{int(labels[i])}" if labels is not None and model.num_classes and int(labels[i]) >= 0 else ""
+        paths.append(io.save_png(img, out_dir / f"{prefix}_{i:03d}{label}.png"))
+    paths.append(io.save_grid(images, out_dir / f"{prefix}_grid.png"))
+    return paths

@@ -182,6 +182,9 @@ class TextDiffusion(TextSamplingAPI, DiscreteDiffusionModule):
                                       "steps": self.diffusion_config.steps})
 
     # ------------------------------------------------------------------ sampling (the Python API is api.py)
+    def write_predictions(self, prediction: list[str], batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        return writers.write_predictions(self, prediction, batch, out_dir, prefix)
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
         """``samples.txt``, or with ``input`` (a text with ``_`` blanks) ``infill.txt``

@@ -24,3 +24,10 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: Categori
     path = out_dir / "infill.txt"
     path.write_text(text + "\n" + "\n".join(texts) + "\n", encoding="utf-8")
     return [path]
+
+
+def write_predictions(model: Any, texts: list[str], batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+    """``polydiff predict``: the batch's samples in ``<prefix>.txt``, one per line."""
+    path = out_dir / f"{prefix}.txt"
+    path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return [path]

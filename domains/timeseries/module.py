@@ -223,6 +223,9 @@ class TimeSeriesImputation(ImputationAPI, DiffusionModule):
         })
 
     # ------------------------------------------------------------------ files (see writers.py)
+    def write_predictions(self, prediction: dict[str, Tensor], batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        return writers.write_predictions(self, prediction, batch, out_dir, prefix)
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Any = None) -> list[Path]:
         """Impute the gaps of ``input`` (the wide table the DataModule read from ``polydiff sample --input FILE``):

@@ -67,3 +67,27 @@ def metrics_table(metrics: dict[str, float]) -> str:
             lines.append(f"| {s} | {name} | {metrics[f'{s}/{m}/mae']:.4f} | {metrics[f'{s}/{m}/rmse']:.4f} | "
                          f"{metrics[f'{s}/{m}/crps']:.4f} | {cov_txt} | {int(metrics[f'{s}/{m}/n_hidden'])} |")
     return "\n".join(lines)
+
+
+def write_predictions(model: Any, prediction: dict, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+    """``polydiff predict``: ``<prefix>.csv``, one row per window, feature and step: the value where observed, the
+    median and the 5 % / 95 % quantiles of the imputations (equal to the value where observed)."""
+    import csv
+
+    columns = list(model.data_meta["columns"]) if model.data_meta else None
+    median, q05, q95 = prediction["median"], prediction["q05"], prediction["q95"]
+    observed = prediction["observed"].bool()
+    values = batch["values"]
+    path = out_dir / f"{prefix}.csv"
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["window", "feature", "step", "observed", "value", "median", "q05", "q95"])
+        b, k, steps = median.shape
+        for i in range(b):
+            for j in range(k):
+                name = columns[j] if columns else str(j)
+                for s in range(steps):
+                    seen = bool(observed[i, j, s])
+                    w.writerow([i, name, s, int(seen), repr(float(values[i, j, s])) if seen else "",
+                                repr(float(median[i, j, s])), repr(float(q05[i, j, s])), repr(float(q95[i, j, s]))])
+    return [path]
