@@ -13,6 +13,7 @@ converted (an unparseable SMILES, a broken SDF block, an atom outside ``atom_typ
 stops with its file and line (``on_error: stop``) or is skipped with a warning (``on_error: skip``).
 """
 
+import warnings
 from typing import Literal, Optional
 
 import lightning as L
@@ -92,14 +93,25 @@ class _MoleculeSplits(L.LightningDataModule):
         if self.items is not None:
             return
         items, smiles = [], []
-        for rec in self._records(coordinates=isinstance(self, MoleculeCloudDataModule)):
-            try:
-                item, smi = self._convert(rec)
-            except PolydiffError as exc:
-                report(str(exc), self.on_error)
-                continue
-            items.append(item)
-            smiles.append(smi)
+        # skipped records are gathered into one warning (QM9 alone has dozens of rare charged atoms)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for rec in self._records(coordinates=isinstance(self, MoleculeCloudDataModule)):
+                try:
+                    item, smi = self._convert(rec)
+                except PolydiffError as exc:
+                    report(str(exc), self.on_error)
+                    continue
+                items.append(item)
+                smiles.append(smi)
+        skipped = [str(w.message) for w in caught if str(w.message).startswith("skipped: ")]
+        for w in caught:
+            if not str(w.message).startswith("skipped: "):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if skipped:
+            more = f" (and {len(skipped) - 3} more)" if len(skipped) > 3 else ""
+            warnings.warn(f"skipped {len(skipped)} molecules: " + "; ".join(m[len("skipped: "):] for m in skipped[:3])
+                          + more, stacklevel=2)
         if len(items) < 3:
             raise PolydiffError(f"{self.path or 'QM9'}: only {len(items)} usable molecules; give at least 3 (check "
                                 "--data.atom_types, --data.max_atoms)")
