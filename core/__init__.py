@@ -6,6 +6,7 @@ Parts: noise processes (:mod:`.processes`), parameterisations (:mod:`.parameteri
 """
 
 from polydiff.core.denoiser import Denoiser, NetworkDenoiser
+from polydiff.core.export import export_checkpoint, load
 from polydiff.core.processes import (
     PROCESSES,
     NoiseProcess,
@@ -32,6 +33,8 @@ __all__ = [
     "VPLinear",
     "VarianceExploding",
     "append_dims",
+    "export_checkpoint",
+    "load",
     "process_by_name",
     "sample",
 ]

@@ -120,8 +120,16 @@ class PolydiffModule(L.LightningModule):
         self._rng_to_restore = checkpoint.get("polydiff_rng")
 
     def load_weights(self, path: str, strict: bool = True) -> list[str]:
-        """Load model weights (the EMA weights when training used EMA) from a checkpoint; return skipped keys."""
-        ckpt = read_checkpoint(path)
+        """Load model weights (the EMA weights when training used EMA) from a checkpoint, or from a folder written by
+        ``polydiff export``; return skipped keys."""
+        if Path(path).is_dir():
+            from polydiff.core.export import read_export
+
+            return self.load_checkpoint_dict(read_export(path), path, strict)
+        return self.load_checkpoint_dict(read_checkpoint(path), path, strict)
+
+    def load_checkpoint_dict(self, ckpt: dict[str, Any], path: str, strict: bool = True) -> list[str]:
+        """:meth:`load_weights` from a checkpoint already read (``path`` names it in errors)."""
         check_checkpoint_domain(ckpt, self.domain, path)
         self.restore_from_checkpoint(ckpt, path)
         own = self.state_dict()

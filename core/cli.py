@@ -3,6 +3,8 @@
     polydiff fit    --config recipes/<domain>/<recipe>.yaml [--trainer.* --model.* --data.*]
     polydiff test   --config <recipe> --ckpt_path <ckpt>          # metrics.json in the run directory
     polydiff sample --config <recipe> --ckpt_path <ckpt> --num_samples N --sampler NAME --steps K --out DIR
+    polydiff export --ckpt_path <ckpt> --out DIR                  # a folder that loads without pickle
+    polydiff sample --pretrained DIR --num_samples N --out OUT    # sample from an export
     polydiff validate | predict | --help | fit --print_config
 
 Errors in the user's input (files, settings, checkpoints) end with one line naming the thing and the fix.
@@ -154,14 +156,41 @@ def resolve_recipes(args: list[str]) -> list[str]:
     return out
 
 
+def export_main(args: list[str]) -> None:
+    """``polydiff export --ckpt_path CKPT --out DIR [--overwrite true]`` (see :mod:`polydiff.core.export`)."""
+    import argparse
+
+    from polydiff.core.export import export_checkpoint
+
+    parser = argparse.ArgumentParser(prog="polydiff export", description="Write a checkpoint as a folder that loads "
+                                     "without pickle: model.safetensors, config.yaml, polydiff.json, README.md.")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by polydiff fit")
+    parser.add_argument("--out", required=True, help="folder to write (new or empty)")
+    parser.add_argument("--overwrite", default="false", choices=["true", "false"], help="write into a non-empty folder")
+    ns = parser.parse_args(args)
+    export_checkpoint(ns.ckpt_path, ns.out, overwrite=ns.overwrite == "true")
+
+
+def with_pretrained_config(args: list[str]) -> list[str]:
+    """``polydiff sample --pretrained DIR`` without ``--config`` takes the export's own config."""
+    if "--pretrained" not in args or "--config" in args or "-c" in args:
+        return args
+    folder = args[args.index("--pretrained") + 1] if args.index("--pretrained") + 1 < len(args) else ""
+    return [args[0], "--config", str(Path(folder) / "config.yaml"), *args[1:]]
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
     # the console script passes sys.argv on as ``args`` (after resolving packaged recipes): that is intended
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
     # printed by torch-geometric's import on recent torch; nothing a user of polydiff can act on
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
+    argv = list(sys.argv[1:] if args is None else args)
     try:
-        build_cli(resolve_recipes(sys.argv[1:] if args is None else args))
+        if argv[:1] == ["export"]:
+            export_main(argv[1:])
+            return
+        build_cli(resolve_recipes(with_pretrained_config(argv)))
     except PolydiffError as exc:
         print(f"polydiff: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

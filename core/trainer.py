@@ -66,6 +66,7 @@ class PolydiffTrainer(L.Trainer):
         out: str = "samples",
         input: Optional[str] = None,
         overwrite: bool = False,
+        pretrained: Optional[str] = None,
     ) -> list[Path]:
         """Generate samples from a checkpoint and write them as files native to the domain.
 
@@ -82,12 +83,15 @@ class PolydiffTrainer(L.Trainer):
             input: a domain-specific input: a file to impute / vocode / inpaint, or a text with blanks to fill.
             overwrite: write into an ``out`` folder that already holds files (otherwise refused, so that one run's
                 files are never mixed with another's).
+            pretrained: a folder written by ``polydiff export`` to take the model and weights from instead of a
+                checkpoint (``polydiff sample --pretrained DIR`` needs no ``--config``).
         """
-        if ckpt_path is None:
-            raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit>")
+        if ckpt_path is None and pretrained is None:
+            raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit> or --pretrained "
+                                "<folder written by polydiff export>")
         model.resolve_sampler(name=sampler)  # an unknown name fails here, before the checkpoint is read
         out_dir = check_output_folder(Path(out), overwrite)
-        model.load_weights(ckpt_path)
+        model.load_weights(pretrained if pretrained is not None else ckpt_path)
         model.to(self.strategy.root_device)
         model.eval()
         cfg = model.resolve_sampler(name=sampler, steps=steps, guidance=guidance)

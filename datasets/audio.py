@@ -108,6 +108,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.crops_per_epoch, self.batch_size = crops_per_epoch, batch_size
         self.val_fraction, self.test_fraction, self.max_eval_clips = val_fraction, test_fraction, max_eval_clips
         self.downmix, self.seed, self.num_workers = downmix, seed, num_workers
+        self.save_hyperparameters()  # checkpoints (and exports) name the data a model was trained on
         self.splits: Optional[dict[str, list[Tensor]]] = None
         self.files: list[Path] = []
 

@@ -59,6 +59,7 @@ class TextDataModule(ResumableTraining, SplitLoaders, L.LightningDataModule):
         self.split_seed = split_seed
         self.max_chars = max_chars
         self.num_workers = num_workers
+        self.save_hyperparameters()  # checkpoints (and exports) name the data a model was trained on
         self._splits: dict[str, list[str]] | None = None
 
     def corpus(self) -> str:

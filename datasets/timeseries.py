@@ -127,6 +127,7 @@ class TimeSeriesDataModule(ResumableTraining, L.LightningDataModule):
         self.train_stride = train_stride
         self.batch_size = batch_size
         self.num_workers = num_workers
+        self.save_hyperparameters()  # checkpoints (and exports) name the data a model was trained on
         self.table: Optional[WideTable] = None
 
     # ------------------------------------------------------------------ building
