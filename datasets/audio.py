@@ -113,11 +113,20 @@ class SpeechDataModule(L.LightningDataModule):
         self.files: list[Path] = []
 
     # ------------------------------------------------------------------ loading
+    def prepare_data(self) -> None:
+        """Generate the embedded corpus once, on one process per node (Lightning calls this before ``setup``);
+        ``setup`` on every process then finds it cached."""
+        if self.root is None:
+            self._build_corpus()
+
+    def _build_corpus(self) -> Path:
+        return build_corpus(Path(self.data_dir) if self.data_dir else default_data_dir() / "audio",
+                            self.num_utterances, self.sample_rate, self.seed, self.corpus)
+
     def audio_files(self) -> list[Path]:
         """The files to read: your folder's WAV/FLAC files, or the embedded corpus (generated on first use)."""
         if self.root is None:
-            manifest = build_corpus(Path(self.data_dir) if self.data_dir else default_data_dir() / "audio",
-                                    self.num_utterances, self.sample_rate, self.seed, self.corpus)
+            manifest = self._build_corpus()  # cached by prepare_data: this only reads the manifest
             import json
 
             return [manifest.parent / it["file"] for it in json.loads(manifest.read_text())["items"]]

@@ -23,7 +23,8 @@ class ImageFolderDataModule(ImageTensorDataModule):
         root: folder with the images (PNG or JPEG).
         image_size: side length of the square images the model sees.
         channels: 1 (grayscale) or 3 (RGB); images are converted.
-        class_folders: read one class per sub-folder of ``root``.
+        class_folders: read one class per sub-folder of ``root`` (torchvision's ImageFolder layout); None (default)
+            decides from the folder: sub-folders of images and none directly in ``root`` mean classes.
         crop: ``centre`` crop, or ``random`` crops of a version resized to ``image_size * random_crop_scale`` (training
             only; validation and test use the centre).
         random_crop_scale: how much larger the stored images are than the crop when ``crop`` is random.
@@ -40,7 +41,7 @@ class ImageFolderDataModule(ImageTensorDataModule):
         root: Optional[str] = None,
         image_size: int = 32,
         channels: Literal[1, 3] = 3,
-        class_folders: bool = False,
+        class_folders: Optional[bool] = None,
         crop: Literal["centre", "random"] = "centre",
         random_crop_scale: float = 1.125,
         hflip: bool = False,
@@ -73,7 +74,11 @@ class ImageFolderDataModule(ImageTensorDataModule):
         if not root.is_dir():
             raise PolydiffError(f"image folder {root} does not exist; pass an existing folder of PNG/JPEG files as "
                                 "--data.root")
-        if self.class_folders:
+        by_class = self.class_folders
+        if by_class is None:  # read the layout from the folder
+            subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            by_class = not io.list_images(root) and any(io.list_images(d) for d in subfolders)
+        if by_class:
             classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
             found = [(f, label) for label, d in enumerate(classes) for f in io.list_images(d)]
             self.class_names = [d.name for d in classes]
@@ -86,10 +91,10 @@ class ImageFolderDataModule(ImageTensorDataModule):
             found = [(f, -1) for f in io.list_images(root)]
         if not found:
             others = [p for p in root.rglob("*") if p.is_file()]
-            hint = (" (the images are in sub-folders: add --data.class_folders true)"
-                    if not self.class_folders and any(p.suffix.lower() in io.IMAGE_SUFFIXES for p in others) else
+            hint = (" (the images are in sub-folders but --data.class_folders is false: drop it or set it true)"
+                    if not by_class and any(p.suffix.lower() in io.IMAGE_SUFFIXES for p in others) else
                     f" (found only {io.describe_suffixes(others)} files)" if others else "")
-            layout = "root/<class>/*.png" if self.class_folders else "root/*.png"
+            layout = "root/<class>/*.png" if by_class else "root/*.png"
             raise PolydiffError(f"image folder {root} holds no PNG/JPEG images{hint}; put images there as {layout}")
         return found
 

@@ -101,10 +101,15 @@ def test_class_folders_train_a_class_conditional_model_and_check_the_class_count
     main(["fit", *common, "--model.num_classes=3", "--trainer.fast_dev_run=1"] + QUIET)
     err = run_error(["fit", *common, "--model.num_classes=5", "--trainer.fast_dev_run=1"] + QUIET, capsys)
     assert "--model.num_classes 3" in err
-    # images in sub-folders without --data.class_folders: the error says so
+    # images in sub-folders but --data.class_folders false: the explicit setting contradicts the data, and says so
     err = run_error(["fit", "--config", FOLDER, "--data.root", str(tmp_path / "root"), "--trainer.fast_dev_run=1",
-                     "--trainer.default_root_dir", str(tmp_path / "run2")] + QUIET, capsys)
+                     "--data.class_folders=false", "--trainer.default_root_dir", str(tmp_path / "run2")] + QUIET, capsys)
     assert "class_folders" in err
+    # without the setting the layout is read from the folder: three classes found, the conditional model trains
+    cli = build_cli(["fit", "--config", FOLDER, "--data.root", str(tmp_path / "root"), "--data.channels=1",
+                     "--model.channels=1", "--data.image_size=8", "--model.image_size=8", "--model.num_classes=3",
+                     "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path / "run3")] + SMALL + QUIET)
+    assert cli.datamodule.num_classes == 3 and cli.datamodule.class_names == ["cats", "dogs", "owls"]
 
 
 def test_folder_bad_inputs_name_the_thing_and_the_fix(tmp_path, capsys):

@@ -106,3 +106,14 @@ def test_bad_inputs_give_clear_errors(tmp_path, case, message):
     dm = TimeSeriesDataModule(path=str(path), time_column="time", window=window)
     with pytest.raises(PolydiffError, match=message):
         dm.setup()
+
+
+def test_imputed_cells_take_the_precision_of_their_column(tmp_path):
+    path = tmp_path / "two_decimals.csv"
+    path.write_text("time,a,b\n1,2.31,10\n2,,12\n3,2.35,\n4,2.40,15\n")
+    t = read_wide_table(path, "time")
+    fill = np.full(t.values.shape, 2.3456789)
+    out = filled_frame(t, fill)
+    assert out.loc[1, "a"] == "2.35" and out.loc[2, "b"] == "2"  # as many decimals as the column's own cells
+    assert out.loc[0, "a"] == "2.31" and out.loc[3, "a"] == "2.40"  # observed cells byte for byte
+    assert filled_frame(t, fill, full_precision=True).loc[1, "a"] == repr(2.3456789)

@@ -6,21 +6,36 @@ NaN where missing, ``frame`` (every column of the file) and ``raw`` (the file's 
 """
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 
-def _format(x: float) -> str:
-    return repr(float(x))
+def _format(x: float, decimals: int | None = None) -> str:
+    return repr(float(x)) if decimals is None else f"{float(x):.{decimals}f}"
 
 
-def filled_frame(table: Any, fill: np.ndarray) -> pd.DataFrame:
+def input_decimals(cells: Sequence[str]) -> int | None:
+    """The most decimals written in a column's observed cells (``2.31`` -> 2); None when a cell is in exponent form or
+    written with every digit of a float (the full value is written then)."""
+    most = 0
+    for cell in cells:
+        text = str(cell).strip()
+        if not text:
+            continue
+        if "e" in text.lower():
+            return None
+        most = max(most, len(text.split(".", 1)[1]) if "." in text else 0)
+    return most if most <= 12 else None  # a float written in full: write the full value too
+
+
+def filled_frame(table: Any, fill: np.ndarray, full_precision: bool = False) -> pd.DataFrame:
     """The input table with its missing feature cells replaced by ``fill`` (``[T, K]``).
 
     Every other cell is kept exactly: for CSV input the original text of each cell, so observed values, the time column
-    and any formatting come back unchanged; rows and columns keep the input's order.
+    and any formatting come back unchanged; rows and columns keep the input's order. Filled cells of a CSV input are
+    written with as many decimals as the column's own cells have (``full_precision``: every digit of the float).
     """
     missing = np.isnan(table.values)
     if table.raw is not None:
@@ -28,7 +43,8 @@ def filled_frame(table: Any, fill: np.ndarray) -> pd.DataFrame:
         for k, name in enumerate(table.features):
             col = out[name].to_numpy(dtype=object)
             idx = np.nonzero(missing[:, k])[0]
-            col[idx] = [_format(v) for v in fill[idx, k]]
+            decimals = None if full_precision else input_decimals(col[np.nonzero(~missing[:, k])[0]])
+            col[idx] = [_format(v, decimals) for v in fill[idx, k]]
             out[name] = col
         return out
     out = table.frame.copy()
@@ -39,8 +55,8 @@ def filled_frame(table: Any, fill: np.ndarray) -> pd.DataFrame:
     return out
 
 
-def write_filled(table: Any, fill: np.ndarray, path: Path) -> Path:
+def write_filled(table: Any, fill: np.ndarray, path: Path, full_precision: bool = False) -> Path:
     """Write :func:`filled_frame` as CSV (the same separator as a CSV input)."""
     sep = "\t" if Path(table.path).suffix.lower() == ".tsv" else ","
-    filled_frame(table, fill).to_csv(path, index=False, sep=sep)
+    filled_frame(table, fill, full_precision).to_csv(path, index=False, sep=sep)
     return path

@@ -44,9 +44,11 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
     table = with_model_columns(model, input)
     median, low, high = model.impute_series(table.values, num_samples, sampler, seed)
     out_dir = Path(out_dir)
+    # imputed.csv in the input's own precision; the quantile files keep every digit, and so does imputed_full.csv
     paths = [write_filled(table, median, out_dir / "imputed.csv"),
-             write_filled(table, low, out_dir / "quantiles_05.csv"),
-             write_filled(table, high, out_dir / "quantiles_95.csv")]
+             write_filled(table, median, out_dir / "imputed_full.csv", full_precision=True),
+             write_filled(table, low, out_dir / "quantiles_05.csv", full_precision=True),
+             write_filled(table, high, out_dir / "quantiles_95.csv", full_precision=True)]
     paths.append(plot_imputation(out_dir / "imputed.png", table.values, median, low, high, table.features,
                                  time_label=table.time_column, times=table.frame[table.time_column].tolist()))
     return paths
