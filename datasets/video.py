@@ -7,7 +7,7 @@ memory and split them once by seed; the video model's evaluation reads whole spl
 """
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import lightning as L
 import torch
@@ -219,7 +219,7 @@ class VideoFolderDataModule(VideoTensorDataModule):
     """
 
     def __init__(self, root: Optional[str] = None, clip_length: int = 8, frame_stride: int = 1,
-                 max_clips_per_video: int = 0, image_size: int = 32, channels: int = 3, batch_size: int = 8,
+                 max_clips_per_video: int = 0, image_size: int = 32, channels: Literal[1, 3] = 3, batch_size: int = 8,
                  val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, num_workers: int = 0) -> None:
         super().__init__(batch_size, image_size, channels, clip_length, num_workers)
         self.save_hyperparameters()

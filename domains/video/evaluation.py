@@ -20,7 +20,7 @@ from polydiff.domains.video.metrics import VideoEvaluator
 CONFIGS = {"diffusion": DiffusionConfig, "objective": ObjectiveConfig, "sampler": SamplerConfig,
            "training": TrainingConfig}
 
-COLUMNS = ("fd", "fd_relative", "identity_consistency", "motion_residual", "mean_step")
+COLUMNS = ("fd", "fd_relative", "identity_consistency", "frame_agreement", "motion_residual", "mean_step")
 
 
 def format_table(table: dict[str, dict[str, float]], floor: float, ceiling: float) -> str:

@@ -5,6 +5,7 @@ trained on the data's own frames (the image domain's :mod:`polydiff.domains.imag
   test frames, with a floor (train frames vs test frames) and a ceiling (per-pixel Gaussian noise frames vs test
   frames); ``fd_relative = (fd - floor) / (ceiling - floor)``;
 * **identity consistency**: the share of videos whose frames the classifier all assigns the same class (labelled data);
+  **frame agreement**: the share of pairs of frames of a video assigned the same class (about 1 / classes by chance);
 * **motion**: the intensity centroid of each frame (pixels brighter than ``threshold`` in [0, 1]) gives a track; the
   *constant-velocity residual* is the mean absolute deviation, in pixels, of each axis's step size ``|c_{t+1} - c_t|``
   from that video's median step size on that axis. A sprite moving with constant velocity and bouncing off the walls
@@ -69,6 +70,13 @@ def identity_consistency(logits: Tensor, frames: int) -> float:
     return float((labels == labels[:, :1]).all(1).float().mean())
 
 
+def frame_agreement(logits: Tensor, frames: int) -> float:
+    """Share of pairs of distinct frames of a video that get the same class (about 1/K for independent frames)."""
+    labels = logits.argmax(1).reshape(-1, frames)
+    same = (labels[:, :, None] == labels[:, None, :]).float().sum(dim=(1, 2)) - frames
+    return float((same / (frames * (frames - 1))).mean())
+
+
 class VideoEvaluator:
     """Scores videos against the test split (see the module docstring).
 
@@ -111,6 +119,7 @@ class VideoEvaluator:
         out = {"fd": fd, "fd_relative": (fd - self.fd_floor) / (self.fd_ceiling - self.fd_floor)}
         if self.num_classes > 0:
             out["identity_consistency"] = identity_consistency(logits, t)
+            out["frame_agreement"] = frame_agreement(logits, t)
             if labels is not None:
                 per_frame = logits.argmax(1).reshape(-1, t)
                 out["class_accuracy"] = float((per_frame == labels.long().cpu()[:, None]).float().mean())

@@ -42,6 +42,8 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         dropout: dropout inside the residual blocks.
         temporal_heads: heads of the temporal attention.
         max_distance: frame offsets beyond this share one relative position bias (clips may be longer than trained).
+        spacetime_resolutions: resolutions (pixels) where the temporal blocks also attend across space and time
+            together (cheap at low resolution; lets frames follow an object that moves across the feature map).
         train_spatial: train the image layers too (False: freeze them and train only the temporal layers and the
             known-frame input, as AnimateDiff's motion modules on a frozen image model).
         image_prob: joint image + video training: the share of training batches in which each clip is replaced by one
@@ -80,6 +82,7 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         dropout: float = 0.1,
         temporal_heads: int = 4,
         max_distance: int = 8,
+        spacetime_resolutions: tuple[int, ...] = (4,),
         train_spatial: bool = True,
         image_prob: float = 0.0,
         known_frames_prob: float = 0.5,
@@ -112,7 +115,7 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         try:
             self.network = SpaceTimeUNet(image_size, channels, model_channels, channel_mult, num_res_blocks,
                                          attention_resolutions, num_heads, dropout, num_classes, temporal_heads,
-                                         max_distance)
+                                         max_distance, spacetime_resolutions)
         except ValueError as exc:
             raise PolydiffError(f"U-Net settings do not fit: {exc}; change --model.image_size, --model.channel_mult, "
                                 "--model.num_heads or --model.temporal_heads") from None

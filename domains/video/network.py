@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.domains.image.unet import ResBlock, UNet, group_norm, zero_init
+from polydiff.domains.image.unet import Downsample, ResBlock, UNet, Upsample, group_norm, zero_init
 
 
 @dataclass
@@ -112,16 +112,37 @@ class TemporalAttention(nn.Module):
         return x + out
 
 
-class TemporalBlock(nn.Module):
-    """A temporal convolution followed by temporal attention, both residual with zero-initialised outputs."""
+class SpaceTimeAttention(TemporalAttention):
+    """Self-attention over every pixel of every frame of a clip, ``x + proj(attn(norm(x)))``, with the same clipped
+    relative bias over frame offsets; ``proj`` starts at zero. Per-pixel temporal attention cannot follow an object that
+    moves across pixels of a coarse feature map; at low resolutions (a 4x4 map of 8 frames is 128 tokens) attending
+    across space and time together lets every frame see where the object went."""
 
-    def __init__(self, channels: int, num_heads: int, max_distance: int) -> None:
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        bt, c, h, w = x.shape
+        b, n = bt // frames, frames * h * w
+        tokens = self.norm(x).reshape(b, frames, c, h * w).transpose(2, 3).reshape(b, n, c)
+        q, k, v = self.qkv(tokens).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        bias = self.position_bias(frames, x.device).to(q.dtype)
+        bias = bias.repeat_interleave(h * w, dim=1).repeat_interleave(h * w, dim=2)[None]  # [1, heads, n, n]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # [b, heads, n, c/heads]
+        out = self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return x + out.reshape(b, frames, h * w, c).transpose(2, 3).reshape(bt, c, h, w)
+
+
+class TemporalBlock(nn.Module):
+    """A temporal convolution followed by temporal attention (and, at chosen resolutions, space-time attention), all
+    residual with zero-initialised outputs."""
+
+    def __init__(self, channels: int, num_heads: int, max_distance: int, spacetime: bool = False) -> None:
         super().__init__()
         self.conv = TemporalConv(channels)
         self.attn = TemporalAttention(channels, num_heads, max_distance)
+        self.spacetime = SpaceTimeAttention(channels, num_heads, max_distance) if spacetime else None
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
-        return self.attn(self.conv(x, frames), frames)
+        x = self.attn(self.conv(x, frames), frames)
+        return x if self.spacetime is None else self.spacetime(x, frames)
 
 
 def _width(layers: nn.ModuleList) -> Optional[int]:
@@ -139,22 +160,35 @@ class SpaceTimeUNet(UNet):
             dropout, num_classes: the image U-Net's settings (see :class:`~polydiff.domains.image.unet.UNet`).
         temporal_heads: heads of the temporal attention.
         max_distance: frame offsets beyond this share one relative position bias.
+        spacetime_resolutions: resolutions (pixels) whose temporal blocks also attend across space and time together.
     """
 
     def __init__(self, image_size: int = 16, in_channels: int = 1, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (8,), num_heads: int = 4, dropout: float = 0.0,
-                 num_classes: int = 0, temporal_heads: int = 4, max_distance: int = 8) -> None:
+                 num_classes: int = 0, temporal_heads: int = 4, max_distance: int = 8,
+                 spacetime_resolutions: Sequence[int] = ()) -> None:
         super().__init__(image_size, in_channels, model_channels, channel_mult, num_res_blocks, attention_resolutions,
                          num_heads, dropout, num_classes)
 
-        def block(layers: nn.ModuleList) -> nn.Module:
+        def block(layers: nn.ModuleList, res: int) -> nn.Module:
             width = _width(layers)
-            return nn.Identity() if width is None else TemporalBlock(width, temporal_heads, max_distance)
+            return nn.Identity() if width is None else TemporalBlock(width, temporal_heads, max_distance,
+                                                                      res in spacetime_resolutions)
 
-        self.temporal_down = nn.ModuleList([block(layers) for layers in self.down])
-        self.temporal_middle = TemporalBlock(self.middle[-1].conv2.out_channels, temporal_heads, max_distance)
-        self.temporal_up = nn.ModuleList([block(layers) for layers in self.up])
+        # the resolution each stage's output has (a Downsample stage halves it, an up stage ending in Upsample doubles it)
+        res, down = image_size, []
+        for layers in self.down:
+            res //= 2 if isinstance(layers[-1], Downsample) else 1
+            down.append(block(layers, res))
+        self.temporal_down = nn.ModuleList(down)
+        self.temporal_middle = TemporalBlock(self.middle[-1].conv2.out_channels, temporal_heads, max_distance,
+                                             res in spacetime_resolutions)
+        up = []
+        for layers in self.up:
+            res *= 2 if isinstance(layers[-1], Upsample) else 1
+            up.append(block(layers, res))
+        self.temporal_up = nn.ModuleList(up)
         # known frames (times their mask) and the mask, per frame, added after the input convolution
         self.frame_cond_conv = zero_init(nn.Conv2d(in_channels + 1, model_channels, 3, padding=1))
 
