@@ -173,6 +173,19 @@ class PolydiffModule(L.LightningModule):
         """
         raise NotImplementedError
 
+    # ------------------------------------------------------------------ media for loggers that show them
+    def log_media(self, tag: str, image: Any = None, audio: Any = None, sample_rate: int = 0) -> None:
+        """Send an image ``[C, H, W]`` in [0, 1] and/or a waveform to every logger that can show media (TensorBoard);
+        the CSV logger cannot, so nothing happens there (the same media are written as files)."""
+        if self._trainer is None:
+            return
+        for logger in self.trainer.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if image is not None and hasattr(experiment, "add_image"):
+                experiment.add_image(tag, image.detach().float().clamp(0, 1).cpu(), self.global_step)
+            if audio is not None and hasattr(experiment, "add_audio"):
+                experiment.add_audio(tag, audio.detach().float().reshape(1, -1).cpu(), self.global_step, sample_rate)
+
     # ------------------------------------------------------------------ evaluation
     def run_dir(self) -> Path:
         """The run directory (``lightning_logs/version_N`` of the logger, else ``default_root_dir``)."""

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from polydiff.core.base import PolydiffModule
 from polydiff.core.discrete.sampling import SAMPLERS as CATEGORICAL_SAMPLERS
+from polydiff.core.loss_curve import LossCurve
 from polydiff.core.prediction_writer import PredictionFiles
 from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
@@ -46,6 +47,8 @@ class PolydiffTrainer(L.Trainer):
             # written at every training-epoch end, whether or not validation ran in that epoch
             callbacks.append(ModelCheckpoint(save_last=True, save_on_train_epoch_end=True))
         kwargs["callbacks"] = callbacks
+        if not any(isinstance(c, LossCurve) for c in callbacks):
+            callbacks.append(LossCurve())  # loss_curve.png beside metrics.csv when fit ends
         if not any(isinstance(c, BasePredictionWriter) for c in callbacks):
             # polydiff predict writes the domain's files into <run dir>/predictions
             callbacks.append(PredictionFiles())

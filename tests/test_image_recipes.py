@@ -139,3 +139,25 @@ def test_polydiff_test_writes_image_metrics(tmp_path):
     assert 0 < metrics["fd_floor"] < metrics["fd_ceiling"]
     # two optimiser steps make noise, not digits: near the ceiling, and chance-level accuracy
     assert metrics["fd_relative"] > 0.3 and metrics["class_accuracy"] < 0.5
+
+
+def test_tensorboard_logger_receives_preview_images_and_fit_draws_the_loss_curve(tmp_path):
+    """With the TensorBoard extra (pip install polydiff[tensorboard]) previews go to the logger as images; with the
+    default CSV logger fit ends by drawing loss_curve.png from metrics.csv."""
+    common = ["fit", "--config", DIGITS, "--trainer.max_steps", "4", "--trainer.limit_train_batches", "2",
+              "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1",
+              "--model.preview_every_n_epochs", "1", "--model.preview_per_class", "1", "--model.sampler.steps", "2",
+              "--model.model_channels", "8", "--model.channel_mult", "[1, 2]", "--model.num_res_blocks", "1",
+              "--model.attention_resolutions", "[]", "--model.num_heads", "1", "--trainer.log_every_n_steps", "1"] + QUIET
+    main([*common, "--trainer.default_root_dir", str(tmp_path / "csv")])
+    curve = next((tmp_path / "csv").rglob("loss_curve.png"))
+    assert Image.open(curve).size[0] > 100
+    pytest.importorskip("tensorboard", reason="the TensorBoard extra is not installed: pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    main([*common, "--trainer.default_root_dir", str(tmp_path / "tb"), "--trainer.logger",
+          "lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.save_dir", str(tmp_path / "tb")])
+    events = EventAccumulator(str(next((tmp_path / "tb").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    assert "previews" in events.Tags()["images"]
+    assert len(events.Images("previews")) == 2  # one per epoch (2 epochs of 2 batches)

@@ -171,6 +171,7 @@ class VocoderModule(VocoderAPI, DiffusionModule):
             wave = self._wave(batch)[:4]
             est = self.vocode(self.features(wave), wave.shape[-1], seed=0)
             self.log("val/logmel_l1", log_mel_l1(self.features, wave, est).mean(), prog_bar=True, batch_size=len(wave))
+            self.log_media("val/vocoded", audio=est[0], sample_rate=self.features.sample_rate)
         return loss
 
     # ------------------------------------------------------------------ evaluation

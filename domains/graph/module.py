@@ -234,10 +234,19 @@ class GraphDiffusionModule(GraphSamplingAPI, DiscreteDiffusionModule):
         # log_dir is a broadcast under DDP: every rank asks, rank 0 writes
         run_dir = self.run_dir() if self._trainer is not None else None
         if run_dir is not None and self.trainer.is_global_zero:
-            draw_grid(gen, run_dir / "test_samples.png", title=f"{len(gen)} sampled graphs")
+            picture = draw_grid(gen, run_dir / "test_samples.png", title=f"{len(gen)} sampled graphs")
+            self.log_media("test/samples", image=png_tensor(picture))
             write_graphml(gen, run_dir / "test_samples")
         out["num_generated"] = float(len(gen))
         out["mean_nodes"] = float(np.mean([g.number_of_nodes() for g in gen]))
         out["mean_edges"] = float(np.mean([g.number_of_edges() for g in gen]))
         out["test_mean_edges"] = float(np.mean([g.number_of_edges() for g in test]))
         return out
+
+
+def png_tensor(path: Path) -> Tensor:
+    """A PNG as ``[3, H, W]`` in [0, 1] (for loggers that show images)."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)

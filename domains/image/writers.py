@@ -60,7 +60,9 @@ def write_preview(model: Any) -> None:
     order = torch.arange(n).reshape(-1, model.num_classes).T.reshape(-1) if model.num_classes else torch.arange(n)
     path = model.run_dir() / "previews" / f"epoch_{model.current_epoch + 1:04d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    io.save_grid(images[order], path, nrow=model.preview_per_class if model.num_classes else None)
+    nrow = model.preview_per_class if model.num_classes else None
+    io.save_grid(images[order], path, nrow=nrow)
+    model.log_media("previews", image=io.make_grid(images[order], nrow))
 
 
 def write_predictions(model: Any, images: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
