@@ -160,6 +160,19 @@ class PolydiffModule(L.LightningModule):
         (its image size, sample rate, time column, ...), passed as keyword arguments; nothing by default."""
         return {}
 
+    def sample(self, n: int, sampler: Optional[str] = None, steps: Optional[int] = None,
+               guidance: Optional[float] = None, seed: int = 0, **conditions: Any) -> Any:
+        """``n`` samples in the domain's own form, with the same arguments in every domain (the Python twin of
+        ``polydiff sample``): images ``[n, C, H, W]`` in [0, 1], texts, networkx graphs, ...; ``conditions`` are the
+        domain's (``classes=`` for images, ``mel=`` for the vocoder, ``values=`` for the imputer). Every random draw
+        comes from ``seed``."""
+        return self.sample_native(n, self.resolve_sampler(name=sampler, steps=steps, guidance=guidance), seed,
+                                  **conditions)
+
+    def sample_native(self, n: int, sampler: Any, seed: int, **conditions: Any) -> Any:
+        """What :meth:`sample` returns, for a resolved sampler configuration (each domain implements it)."""
+        raise PolydiffError(f"{type(self).__name__} does not implement sample(); use write_samples")
+
     def write_predictions(self, prediction: Any, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
         """Write one batch of ``polydiff predict`` (what ``predict_step`` returned) as files native to the domain,
         named ``<prefix>_...``; return their paths (:class:`polydiff.core.prediction_writer.PredictionFiles` calls it).

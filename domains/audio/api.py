@@ -51,3 +51,11 @@ class VocoderAPI:
     def griffin_lim(self, mel_norm: Tensor, samples: int) -> Tensor:
         """The Griffin-Lim control from the same normalised mel."""
         return griffin_lim(self.features, self.features.denormalise(mel_norm), samples, self.griffin_lim_iters)
+
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, mel: Optional[Tensor] = None) -> Tensor:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` waveforms ``[n, 1, samples]`` of the normalised
+        log-mel ``mel`` ``[n_mels, frames]`` (a vocoder needs one: ``mel=model.features(wave)[0]``), seeds ``seed + i``."""
+        if mel is None:
+            raise PolydiffError("a vocoder samples waveforms of a mel: pass mel=<[n_mels, frames] normalised log-mel>")
+        mel = mel[None] if mel.ndim == 2 else mel
+        return torch.cat([self.vocode(mel, sampler=sampler, seed=seed + i) for i in range(n)])

@@ -52,3 +52,7 @@ class GraphSamplingAPI:
             for i in range(b):
                 graphs.append(dense_to_nx(nodes[i].cpu(), edges[i].cpu(), int(sizes[i])))
         return graphs
+
+    def sample_native(self, n: int, sampler: CategoricalSamplerConfig, seed: int) -> list[nx.Graph]:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` networkx graphs."""
+        return self.sample_graphs(n, sampler, seed)

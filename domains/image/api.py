@@ -76,6 +76,10 @@ class ImageSamplingAPI:
             out.append(self.decode(x).cpu())
         return torch.cat(out)
 
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, classes: Any = None) -> Tensor:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` images ``[n, C, H, W]`` in [0, 1]."""
+        return self.sample_images(n, classes, sampler, seed=seed)
+
     @torch.no_grad()
     def inpaint(
         self,

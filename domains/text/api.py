@@ -26,6 +26,14 @@ class TextSamplingAPI:
         (tokens,) = self.generate([(n, length or self.max_len)], sampler=sampler, seed=seed)
         return self.decode(tokens)
 
+    def sample_native(self, n: int, sampler: CategoricalSamplerConfig, seed: int, infill: str | None = None
+                      ) -> list[str]:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` texts, or ``n`` completions of ``infill`` (a text
+        with ``_`` blanks)."""
+        if infill is not None:
+            return self.infill(infill, n, seed, sampler)[0]
+        return self.sample_texts(n, seed, sampler)
+
     def parse_blanks(self, text: str) -> tuple[Tensor, Tensor]:
         """Token ids and the mask of given (fixed) tokens of a text whose runs of ``_`` are blanks, one per token."""
         tok = self._tok()

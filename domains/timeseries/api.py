@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.sampling import SamplerConfig
+from polydiff.core.utils import PolydiffError
 
 
 class ImputationAPI:
@@ -65,3 +66,11 @@ class ImputationAPI:
             series[~np.isnan(values)] = values[~np.isnan(values)]
             outputs.append(series)
         return outputs[0], outputs[1], outputs[2]
+
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int,
+                      values: Optional[np.ndarray] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: median, 5 % and 95 % quantile of ``n`` imputations of the
+        series ``values`` ``[T, K]`` (NaN where missing; an imputer needs one)."""
+        if values is None:
+            raise PolydiffError("an imputer samples the gaps of a series: pass values=<[T, K] array, NaN where missing>")
+        return self.impute_series(np.asarray(values, dtype=np.float64), n, sampler, seed)
