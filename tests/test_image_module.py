@@ -2,6 +2,7 @@
 
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -111,3 +112,18 @@ def test_bad_model_settings_raise_clear_errors():
         ImageDiffusion(inpaint_region="middle", **TINY)
     with pytest.raises(PolydiffError, match="image_size"):
         ImageDiffusion(**{**TINY, "image_size": 10, "channel_mult": (1, 2, 2)})
+
+
+def test_grid_is_upscaled_and_labelled(tmp_path):
+    from PIL import Image
+
+    from polydiff.domains.image import io
+
+    images = torch.full((4, 1, 8, 8), 0.5)
+    plain = io.save_grid(images, tmp_path / "plain.png", nrow=2)
+    labelled = io.save_grid(images, tmp_path / "labelled.png", nrow=2, labels=["0", "1", "2", "3"])
+    a = np.asarray(Image.open(plain).convert("RGB"), dtype=int)
+    b = np.asarray(Image.open(labelled).convert("RGB"), dtype=int)
+    assert a.shape == b.shape == (2 * 9 * 6 + 6, 2 * 9 * 6 + 6, 3)  # 8 px tiles enlarged 6x to 48 px (plus padding)
+    differ = np.argwhere((a != b).any(-1))
+    assert len(differ) > 10 and differ[:, 0].min() < 20 and differ[:, 1].min() < 20  # text in the first tile's corner

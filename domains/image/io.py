@@ -4,7 +4,7 @@ Reading the user's image files is the data's job: :mod:`polydiff.datasets.reader
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
@@ -43,10 +43,27 @@ def make_grid(images: Tensor, nrow: int | None = None, pad: int = 1, pad_value: 
     return grid
 
 
-def save_grid(images: Tensor, path: Path | str, nrow: int | None = None, min_cell: int = 48) -> Path:
-    """Write ``[N, C, H, W]`` images in [0, 1] as one PNG grid; small images are enlarged to about ``min_cell`` pixels."""
+def save_grid(images: Tensor, path: Path | str, nrow: int | None = None, min_cell: int = 48,
+              labels: Sequence[str] | None = None) -> Path:
+    """Write ``[N, C, H, W]`` images in [0, 1] as one PNG grid; small images are enlarged to about ``min_cell`` pixels
+    (nearest neighbour), and ``labels`` (one per image, e.g. the requested class) are written in each tile's corner."""
     scale = max(1, min_cell // images.shape[-1])
-    return save_png(make_grid(images, nrow), path, scale=scale)
+    path = save_png(make_grid(images, nrow), path, scale=scale)
+    if labels is not None:
+        from PIL import ImageDraw
+
+        n, h, w = images.shape[0], images.shape[-2], images.shape[-1]
+        nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+        draw = ImageDraw.Draw(img)
+        for i, label in enumerate(list(labels)[:n]):
+            r, col = divmod(i, nrow)
+            x, y = (1 + col * (w + 1)) * scale + 1, (1 + r * (h + 1)) * scale
+            draw.text((x + 1, y + 1), str(label), fill=(0, 0, 0))  # a shadow keeps it legible on any image
+            draw.text((x, y), str(label), fill=(255, 64, 64))
+        img.save(path)
+    return path
 
 
 InpaintRegion = Literal["centre", "right_half", "left_half", "top_half", "bottom_half"]

@@ -44,7 +44,8 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
         name = f"{i:05d}.png" if classes is None else f"{i:05d}_class{int(classes[i])}.png"
         paths.append(io.save_png(img, out_dir / name))
     nrow = model.num_classes if model.num_classes and num_samples >= model.num_classes else None
-    paths.append(io.save_grid(images, out_dir / "grid.png", nrow=nrow))
+    labels = None if classes is None else [str(int(c)) for c in classes]
+    paths.append(io.save_grid(images, out_dir / "grid.png", nrow=nrow, labels=labels))
     return paths
 
 
