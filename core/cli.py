@@ -15,7 +15,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn, Protocol, runtime_checkable
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -88,6 +88,24 @@ class PolydiffCLI(LightningCLI):
             self.config = self.parser.parse_args([sub, *overrides], namespace=self.config)
 
 
+    def before_instantiate_classes(self) -> None:
+        """Fill the model settings that the recipe leaves ``null`` from the data (a DataModule's ``model_settings()``,
+        e.g. a table's feature count), so they need not be typed by hand; set ones are checked by the model."""
+        sub = self.config.get("subcommand")
+        cfg = self.config[sub] if sub else self.config
+        data, model = cfg.get("data"), cfg.get("model")
+        data_class = _import_class(data["class_path"]) if data is not None and data.get("class_path") else None
+        if data_class is None or not issubclass(data_class, GivesModelSettings) or model is None:
+            return
+        model_args = model.get("init_args")
+        if model_args is None or not any(model_args.get(k, 0) is None for k in vars(model_args)):
+            return
+        init = data.get("init_args")
+        datamodule = data_class(**(init.as_dict() if init is not None else {}))
+        for key, value in datamodule.model_settings().items():
+            if key in model_args and model_args[key] is None:
+                model_args[key] = value
+
     def _check_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")
         path = self.config[sub].get("ckpt_path") if sub else None
@@ -107,6 +125,13 @@ def _import_class(class_path: str) -> type | None:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None  # LightningCLI reports the bad class path itself
+
+
+@runtime_checkable
+class GivesModelSettings(Protocol):
+    """A DataModule that knows model settings from its data (``{"n_features": 7}``)."""
+
+    def model_settings(self) -> dict[str, Any]: ...
 
 
 #: ``--ckpt_path`` values that name no file (Lightning resolves them itself)

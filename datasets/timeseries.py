@@ -187,6 +187,10 @@ class TimeSeriesDataModule(ResumableTraining, L.LightningDataModule):
         return {"columns": list(self.table.features), "time_column": self.table.time_column, "window": self.window,
                 "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std], "source": self.table.path}
 
+    def model_settings(self) -> dict[str, Any]:
+        """Settings a model takes from this data when its own are unset (``null``): the number of feature columns."""
+        return {"n_features": self.n_features}
+
     @property
     def n_features(self) -> int:
         self.setup()

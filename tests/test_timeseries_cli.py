@@ -126,3 +126,17 @@ def test_cli_errors_for_bad_data_and_settings(tmp_path, capsys):
                   *extra, *TINY])
         assert exc.value.code == 2
         assert message in capsys.readouterr().err
+
+
+def test_csv_recipe_reads_the_feature_count_from_the_file(tmp_path, capsys):
+    csv = tmp_path / "macro.csv"
+    _macro_csv(csv)
+    recipe = str(ROOT / "recipes/timeseries/csv.yaml")
+    data = ["--data.path", str(csv), "--data.time_column", "quarter", "--data.window", "16"]
+    cli = build_cli(["fit", "--config", recipe, "--trainer.fast_dev_run=1", "--trainer.default_root_dir",
+                     str(tmp_path / "dev"), *data, *TINY])
+    assert cli.model.hparams.n_features == 4  # the recipe leaves it null: the file has four feature columns
+    with pytest.raises(SystemExit):  # an explicit setting that contradicts the data is an error that says so
+        main(["fit", "--config", recipe, "--trainer.fast_dev_run=1", "--trainer.default_root_dir",
+              str(tmp_path / "dev2"), *data, *TINY, "--model.n_features", "3"])
+    assert "--model.n_features 4" in capsys.readouterr().err

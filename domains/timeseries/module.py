@@ -37,7 +37,8 @@ class TimeSeriesImputation(ImputationAPI, DiffusionModule):
     """CSDI-style imputation and forecasting of multivariate series with probabilistic output.
 
     Args:
-        n_features: number of feature columns K of the data (must match the DataModule).
+        n_features: number of feature columns K of the data (must match the DataModule); null: the DataModule's
+            (``polydiff`` reads it from the file before building the model).
         channels: width of the residual blocks (CSDI: 64).
         layers: number of residual blocks, each with a transformer across time and one across features (CSDI: 4).
         heads: attention heads (CSDI: 8).
@@ -62,7 +63,7 @@ class TimeSeriesImputation(ImputationAPI, DiffusionModule):
 
     def __init__(
         self,
-        n_features: int = 12,
+        n_features: Optional[int] = 12,
         channels: int = 64,
         layers: int = 4,
         heads: int = 8,
@@ -81,6 +82,9 @@ class TimeSeriesImputation(ImputationAPI, DiffusionModule):
         training: TrainingConfig = TrainingConfig(),
     ) -> None:
         super().__init__(diffusion, objective, sampler, training)
+        if n_features is None:
+            raise PolydiffError("model.n_features is not set and no DataModule gave it; set --model.n_features to the "
+                                "number of feature columns of the data")
         if n_features < 1:
             raise PolydiffError(f"model.n_features must be at least 1 (got {n_features}); set it to the number of "
                                 "feature columns of the data")
