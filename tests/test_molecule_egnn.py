@@ -92,7 +92,7 @@ def test_samples_at_zero_com_and_from_the_histogram():
     model.atom_counts.data = torch.tensor([0, 0, 0, 1.0, 0, 1.0, 0])  # only 3 and 5 atoms
     from polydiff.core.sampling import SamplerConfig
 
-    clouds = model.sample_clouds(6, SamplerConfig(name="ddpm", steps=5, grid="uniform_t", sigma_max=None), seed=1)
+    clouds = model.sample_clouds(6, SamplerConfig(name="ddpm", steps=5), seed=1)
     assert sorted({len(t) for t, _ in clouds}) == [3, 5]
     for _, pos in clouds:
         assert pos.mean(0).abs().max() < 1e-10

@@ -192,7 +192,7 @@ class MoleculeEDM(MoleculeCloudAPI, DiffusionModule):
         eval_batch_size: int = 250,
         diffusion: DiffusionConfig = DiffusionConfig(process="vp_cosine", prediction="eps"),
         objective: ObjectiveConfig = ObjectiveConfig(),
-        sampler: SamplerConfig = SamplerConfig(name="ddpm", steps=500, grid="uniform_t", sigma_max=None),
+        sampler: SamplerConfig = SamplerConfig(name="ddpm", steps=500),
         training: TrainingConfig = TrainingConfig(),
     ) -> None:
         super().__init__(diffusion, objective, sampler, training)
