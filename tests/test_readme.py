@@ -22,12 +22,13 @@ def test_readme_image_example_runs(tmp_path, monkeypatch):
     main(["fit", "--config", str(ROOT / "recipes/image/digits.yaml"), "--trainer.max_steps", "2",
           "--trainer.limit_val_batches", "0", *TINY])
     example = _python_blocks()[0]
-    assert "ImageDiffusion.load_from_checkpoint" in example
+    assert "load(" in example and "model.sample(" in example  # the README shows polydiff's own loader and signature
     scope: dict = {}
     exec(compile(example, "README.md", "exec"), scope)
     images = scope["images"]
     assert images.shape == (20, 1, 16, 16) and 0.0 <= float(images.min()) and float(images.max()) <= 1.0
     assert (tmp_path / "sevens.png").stat().st_size > 0
+    assert type(scope["model"]).__name__ == "ImageDiffusion"  # load() chose the domain's class from the checkpoint
 
 
 def test_readme_core_example_runs():
