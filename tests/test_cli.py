@@ -2,6 +2,7 @@
 config printing, fine-tuning from a checkpoint, the one-line errors, and a 2-process DDP run."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -70,7 +71,8 @@ def test_sample_writes_pngs_named_by_class(trained, tmp_path):
 def test_test_subcommand_writes_metrics_json(trained, capsys):
     tmp, ckpt = trained
     main(["test", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp),
-          "--model.eval_num_samples", "40", "--model.sampler.steps", "2", "--trainer.limit_test_batches", "2"])
+          "--model.eval_num_samples", "40", "--model.sampler.steps", "2", "--trainer.limit_test_batches", "2",
+          "--model.eval_likelihood_images", "8", "--model.eval_likelihood_times", "2"])
     out = capsys.readouterr().out
     path = Path(out.split("metrics written to ")[1].split()[0])
     payload = json.loads(path.read_text())
@@ -80,6 +82,8 @@ def test_test_subcommand_writes_metrics_json(trained, capsys):
     assert {"fd", "fd_floor", "fd_ceiling", "class_accuracy"} <= metrics.keys()
     # an untrained model is far from the data: its FD lies above the train-vs-held-out floor
     assert metrics["fd_floor"] < metrics["fd"]
+    # bits per dimension (ELBO) with its standard error over the 8 test images
+    assert math.isfinite(metrics["bits_per_dim_elbo"]) and metrics["bits_per_dim_elbo_se"] > 0
 
 
 def test_validate_and_predict(trained):
