@@ -51,17 +51,6 @@ def _crafted(tmp: Path, name: str) -> tuple[Path, Path]:
     return path, marker
 
 
-def _one_line(capsys, args: list[str]) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    lines = err.splitlines()
-    assert len(lines) == 1, f"stderr is {len(lines)} lines, not one:\n{err[:2000]}"
-    assert lines[0].startswith("polydiff: error:") and "Traceback" not in err
-    return lines[0]
-
-
 def _probes(tmp: Path, ckpt: Path) -> list[tuple[str, list[str], str]]:
     truncated = tmp / "truncated.ckpt"
     truncated.write_bytes(ckpt.read_bytes()[:50_000])
@@ -106,11 +95,11 @@ def _probes(tmp: Path, ckpt: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
-def test_bad_input_matrix(ckpt, tmp_path, capsys):
+def test_bad_input_matrix(ckpt, tmp_path, cli_error):
     failures = []
     for name, args, expected in _probes(tmp_path, ckpt):
         try:
-            line = _one_line(capsys, args)
+            line = cli_error(args)
             assert expected in line, f"{expected!r} not in {line!r}"
         except AssertionError as exc:
             failures.append(f"{name}: {exc}")
@@ -156,14 +145,14 @@ def test_crafted_checkpoint_is_refused_by_every_loader(tmp_path):
     assert not marker.exists()
 
 
-def test_sample_twice_into_one_folder_loses_nothing(ckpt, tmp_path, capsys):
+def test_sample_twice_into_one_folder_loses_nothing(ckpt, tmp_path, cli_error):
     out = tmp_path / "samples"
     args = ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--num_samples", "2", "--steps", "2",
             "--out", str(out)]
     main(args)
     first = {p.name: p.read_bytes() for p in out.iterdir()}
     assert "grid.png" in first
-    line = _one_line(capsys, [*args, "--seed", "1"])
+    line = cli_error([*args, "--seed", "1"])
     assert "--overwrite" in line
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first
     main([*args, "--seed", "1", "--overwrite", "true"])
@@ -208,7 +197,7 @@ def test_config_of_an_earlier_run_is_kept_when_the_logger_is_off(tmp_path):
     assert "seed_everything: 7" in (tmp_path / "config_1.yaml").read_text()
 
 
-def test_checkpoint_of_every_other_domain_is_one_line(tmp_path, capsys):
+def test_checkpoint_of_every_other_domain_is_one_line(tmp_path, cli_error):
     """Each domain's checkpoint given to the recipes of the two domains beside it in a ring of all domains (every
     domain on both sides: 2 x 8 pairs, the whole matrix would take a minute) ends in one line naming both domains
     (checked before the checkpoint's hyper-parameters replace the recipe's model)."""
@@ -229,5 +218,5 @@ def test_checkpoint_of_every_other_domain_is_one_line(tmp_path, capsys):
         torch.save({"state_dict": {}, "polydiff_domain": ckpt_domain}, path)
         for recipe_domain in (ring[i - 1], ring[(i + 1) % len(ring)]):
             recipe = recipes[recipe_domain]
-            line = _one_line(capsys, ["test", "--config", str(recipe), "--ckpt_path", str(path)])
+            line = cli_error(["test", "--config", str(recipe), "--ckpt_path", str(path)])
             assert f"'{ckpt_domain}' domain" in line and f"'{recipe_domain}' model" in line, line

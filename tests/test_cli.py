@@ -35,17 +35,6 @@ def trained(tmp_path_factory):
     return tmp, _fit(tmp)
 
 
-def _error_line(capsys, args) -> str:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    lines = err.splitlines()
-    assert len(lines) == 1, f"stderr is {len(lines)} lines, not one:\n{err[:2000]}"
-    assert lines[0].startswith("polydiff: error:") and "Traceback" not in err
-    return lines[0]
-
-
 def test_fit_writes_checkpoint_with_ema_and_raw_weights(trained):
     _, ckpt = trained
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
@@ -181,33 +170,33 @@ def test_packaged_recipes_resolve_from_any_directory(tmp_path, monkeypatch):
     assert resolve_recipes(["fit", "--config", "image/digits.yaml"])[2] == resolved
 
 
-def test_unknown_config_key_is_one_line(capsys):
-    line = _error_line(capsys, ["fit", "--config", DIGITS, "--model.init_args.no_such_key", "1"])
+def test_unknown_config_key_is_one_line(cli_error):
+    line = cli_error(["fit", "--config", DIGITS, "--model.init_args.no_such_key", "1"])
     assert "no_such_key" in line
 
 
-def test_unknown_sampler_is_one_line(trained, capsys):
+def test_unknown_sampler_is_one_line(trained, cli_error):
     _, ckpt = trained
-    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--sampler", "plms",
+    line = cli_error(["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(ckpt), "--sampler", "plms",
                                 "--out", "unused"])
     assert line.startswith("polydiff: error: unknown sampler 'plms'") and "dpmpp_2m" in line
 
 
-def test_checkpoint_from_another_domain_is_one_line(trained, tmp_path, capsys):
+def test_checkpoint_from_another_domain_is_one_line(trained, tmp_path, cli_error):
     _, ckpt = trained
     state = torch.load(ckpt, weights_only=True)
     state["polydiff_domain"] = "audio"
     other = tmp_path / "audio.ckpt"
     torch.save(state, other)
-    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(other), "--out", "unused"])
+    line = cli_error(["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(other), "--out", "unused"])
     assert "'audio' domain" in line and "'image'" in line
-    line = _error_line(capsys, ["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(tmp_path / "none.ckpt"),
+    line = cli_error(["sample", "--config", DIGITS, *TINY, "--ckpt_path", str(tmp_path / "none.ckpt"),
                                 "--out", "unused"])
     assert "does not exist" in line
 
 
-def test_missing_data_folder_is_one_line(capsys, tmp_path):
-    line = _error_line(capsys, ["fit", "--config", str(ROOT / "recipes" / "image" / "folder.yaml"),
+def test_missing_data_folder_is_one_line(cli_error, tmp_path):
+    line = cli_error(["fit", "--config", str(ROOT / "recipes" / "image" / "folder.yaml"),
                                 "--data.root", str(tmp_path / "nowhere"), "--trainer.fast_dev_run", "1"])
     assert "nowhere" in line and line.startswith("polydiff: error:")
 
