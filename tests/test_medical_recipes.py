@@ -11,6 +11,7 @@ import torch
 
 from polydiff.core.cli import build_cli, main, resolve_recipes
 from polydiff.core.sampling import SamplerConfig
+from polydiff.core.utils import PolydiffError
 from polydiff.datasets.medical import SliceDataModule
 from polydiff.domains.medical import MedicalDiffusion
 from polydiff.domains.medical.geometry import upsampled_affine
@@ -55,6 +56,9 @@ def test_synthesis_fit_test_sample_end_to_end(tmp_path):
     main(["test", *common, "--ckpt_path", str(ckpt)])
     metrics = json.loads(next(run.rglob("metrics.json")).read_text())["metrics"]
     assert {"mmd2", "mmd2_pca_gaussian", "mmd2_pixelwise_gaussian", "mmd2_train_items", "bandwidth"} <= set(metrics)
+    # the Python twin of polydiff sample, the same in every domain
+    model = MedicalDiffusion.load_from_checkpoint(ckpt, map_location="cpu")
+    assert model.sample(2, steps=2, seed=0).shape == (2, 1, 48, 56)
     # two steps of training make noise: further from the held-out slices than the pixelwise control and real slices
     assert metrics["mmd2"] > metrics["mmd2_pixelwise_gaussian"] > metrics["mmd2_train_items"]
     cli = build_cli(["predict", *common, "--ckpt_path", str(ckpt)])  # one new slice per held-out slice
@@ -86,7 +90,13 @@ def test_polydiff_test_tables_have_their_controls(recipe, keys, tmp_path):
     if recipe.startswith("sr"):
         # the projection onto the measurement is orthogonal onto a set holding the truth: it can only get closer
         assert metrics["psnr_linear_consistent"] >= metrics["psnr_linear"]
-    else:
+    if recipe == "sr2d":  # polydiff sample --input: the DataModule reads the file, the model writes the finer grid
+        out = tmp_path / "sr"
+        main(["sample", *common, "--ckpt_path", str(next(run.rglob("last.ckpt"))), "--num_samples=1",
+              "--input", str(lowres_file(tmp_path)), "--out", str(out)])
+        high = nib.load(out / "00000_sr.nii.gz")
+        assert high.shape == (32, 40, 3) and nib.aff2axcodes(high.affine) == ("L", "A", "S")
+    if recipe == "inpaint2d":
         assert metrics["mae_harmonic_fill"] < metrics["mae_mean_fill"]
 
 
@@ -102,6 +112,9 @@ def test_super_resolution_writes_the_refined_grid_of_the_input(tmp_path):
                              num_heads=2)
     src = lowres_file(tmp_path)
     payload = SliceDataModule().read_input(str(src))
+    with pytest.raises(PolydiffError, match="lowres"):
+        model.sample(2, steps=2)
+    assert model.sample(2, steps=2, lowres=torch.zeros(2, 1, 6, 7)).shape == (2, 1, 12, 14)
     paths = model.write_samples(tmp_path / "sr", 1, SamplerConfig(steps=2), 0, payload)
     assert {p.name for p in paths} >= {"input.nii.gz", "linear.nii.gz", "00000_sr.nii.gz", "00000_sr.png"}
     low, high = nib.load(src), nib.load(tmp_path / "sr" / "00000_sr.nii.gz")
@@ -140,8 +153,6 @@ def test_bad_settings_stop_with_one_line(tmp_path, capsys):
     assert "empty" in error(["--data.root", str(tmp_path / "empty")])
     err = error(["--model.item_size=[32,32]"])
     assert "--model.item_size" in err and "(48, 56)" in err
-    from polydiff.core.utils import PolydiffError
-
     with pytest.raises(PolydiffError, match="divisible by 4"):
         MedicalDiffusion(item_size=(48, 54))
     with pytest.raises(PolydiffError, match="item_size"):

@@ -124,10 +124,6 @@ class MedicalDiffusion(DiffusionModule):
         self.save_hyperparameters()
 
     # ------------------------------------------------------------------ data
-    def setup(self, stage: str) -> None:
-        if self._trainer is not None and self.trainer.datamodule is not None:
-            self.connect_data(self.trainer.datamodule)  # polydiff#12: delete once DiffusionModule calls connect_data
-
     def connect_data(self, datamodule: Any) -> None:
         """Check the DataModule against :class:`MedicalData` and this model's settings; keep its reference grid."""
         if not isinstance(datamodule, MedicalData):
@@ -262,7 +258,33 @@ class MedicalDiffusion(DiffusionModule):
             self.train(was_training)
         return out.float().clamp(-1, 1)[(slice(None), slice(None), *(slice(0, s) for s in size))].cpu()
 
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, lowres: Optional[Tensor] = None,
+                      items: Optional[Tensor] = None, known: Optional[Tensor] = None) -> Tensor:
+        """``model.sample(n, ...)``: ``[n, 1, *size]`` in [-1, 1]. Synthesis: new items. Super-resolution: ``lowres=``
+        ``[n, 1, *low]``, returned ``sr_factor`` times finer. Inpainting: ``items=`` ``[n, 1, *size]`` with ``known=``
+        (1 known, 0 to fill; default: all but the central box of ``inpaint_fraction``)."""
+        if self.task == "super_resolution":
+            if lowres is None or len(lowres) != n:
+                raise PolydiffError(f"a super-resolution model samples from low-resolution inputs: pass lowres=[{n}, 1, "
+                                    "...] in [-1, 1]")
+            return self.super_resolve(lowres, sampler, seed)
+        if items is not None:
+            if len(items) != n:
+                raise PolydiffError(f"items= holds {len(items)} items but n={n}; pass one item per sample")
+            mask = box_mask(tuple(items.shape[2:]), self.inpaint_fraction) if known is None else known
+            return self.inpaint(items, mask, seed=seed)
+        return self.sample_items(n, sampler, seed)
+
     # ------------------------------------------------------------------ files
+    def write_predictions(self, prediction: Any, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        """``polydiff predict`` with a prediction writer: each predicted item (new, inpainted, or super-resolved from its
+        own block average, so on the items' grid) as ``<prefix>_<k>.nii.gz`` and ``.png`` on the reference grid."""
+        geometry = self.reference_geometry()
+        paths: list[Path] = []
+        for k, item in enumerate(prediction):
+            paths += io.write_item(item, geometry, Path(out_dir) / f"{prefix}_{k:03d}")
+        return paths
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[dict[str, Any]] = None) -> list[Path]:
         """Write NIfTI files (``00000.nii.gz``) and orthogonal-slice PNGs (``00000.png``).
