@@ -1,7 +1,8 @@
 """Measure the medical recipes from their checkpoints: each figure next to its controls, written to
 docs/benchmarks/medical.md (one section per task).
 
-    python benchmarks/medical_tasks.py --synthesis2d runs/medical/synthesis2d/lightning_logs/version_0/checkpoints/last.ckpt \
+    python benchmarks/medical_tasks.py \
+        --synthesis2d runs/medical/synthesis2d/lightning_logs/version_0/checkpoints/last.ckpt \
         --sr2d <ckpt> --sr3d <ckpt> --synthesis3d <ckpt> --inpaint2d <synthesis2d or inpaint2d ckpt>
 
 Every checkpoint's DataModule is rebuilt from the ``config.yaml`` that ``polydiff fit`` wrote next to it, so the held-out

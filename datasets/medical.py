@@ -194,9 +194,11 @@ class SliceDataModule(NiftiDataModule):
                     train.append(image)
             if kept and self._reference is None:
                 self._reference = vol.geometry(kept[len(kept) // 2][1])
-        stack = lambda xs: torch.from_numpy(np.stack(xs)[:, None]) if xs else torch.zeros(0, 1, *self.item_size)
-        held = stack(test)
-        return {"train": stack(train), "val": held, "test": held}
+        held = self.stack(test)
+        return {"train": self.stack(train), "val": held, "test": held}
+
+    def stack(self, items: list[np.ndarray]) -> Tensor:
+        return torch.from_numpy(np.stack(items)[:, None]) if items else torch.zeros(0, 1, *self.item_size)
 
     def reference_geometry(self) -> dict[str, Any]:
         """Geometry given to generated slices: the middle brain slice of the first volume (a one-voxel-thick grid)."""

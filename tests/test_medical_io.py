@@ -72,7 +72,7 @@ def test_super_resolution_affine_halves_spacing_and_moves_the_origin_by_half_a_f
 def test_slices_and_crops_come_with_their_grid_and_never_overlap_held_out_data():
     dm = SliceDataModule()
     train, test = dm.split_tensor("train"), dm.split_tensor("test")
-    assert train.shape[1:] == test.shape[1:] == (1, 48, 56) 
+    assert train.shape[1:] == test.shape[1:] == (1, 48, 56)
     assert len(test) == (len(train) + len(test)) // 4  # every 4th brain slice held out
     slab = SliceDataModule(holdout="slab", holdout_slab=(0.4, 0.6), holdout_gap=4)
     assert len(slab.split_tensor("test")) == 25 and len(slab.split_tensor("train")) == 127 - 25 - 2 * 4

@@ -31,7 +31,10 @@ def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None, unbiased: bool = 
     heuristic on these two sets); the V-statistic, or the U-statistic with ``unbiased`` (N, M >= 2)."""
     x, y = _flat(x), _flat(y)
     h = median_bandwidth(x, y) if bandwidth is None else bandwidth
-    k = lambda a, b: torch.exp(-torch.cdist(a, b).square() / (2 * h * h))
+
+    def k(a: Tensor, b: Tensor) -> Tensor:
+        return torch.exp(-torch.cdist(a, b).square() / (2 * h * h))
+
     n, m = len(x), len(y)
     kxx, kyy = k(x, x), k(y, y)
     if unbiased:
