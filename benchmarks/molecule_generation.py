@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _doc import provenance, write_section  # noqa: E402
@@ -33,12 +34,20 @@ ROWS_3D = [("atom_stable", "atom stability"), ("mol_stable", "molecule stability
            ("distance_js", "pairwise-distance JS (lower is better)")] + ROWS_2D
 
 
+def recipe_sampler_args(recipe: str) -> list[str]:
+    """The recipe's sampler as command-line overrides: ``polydiff test`` otherwise takes the sampler stored in the
+    checkpoint's hyper-parameters (the one it was trained with), and the benchmark measures the recipe's."""
+    sampler = yaml.safe_load((ROOT / "recipes" / "molecule" / f"{recipe}.yaml").read_text())["model"]["init_args"]["sampler"]
+    return [a for k, v in sampler.items() for a in (f"--model.sampler.{k}", "null" if v is None else str(v))]
+
+
 def run_test(recipe: str, ckpt: str, out: Path, extra: list[str]) -> dict:
     from polydiff.core.cli import main
 
     out.mkdir(parents=True, exist_ok=True)
     main(["test", "--config", str(ROOT / "recipes" / "molecule" / f"{recipe}.yaml"), "--ckpt_path", ckpt,
-          "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false", *extra])
+          "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+          *recipe_sampler_args(recipe), *extra])
     found = sorted(out.rglob("metrics.json"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"polydiff test wrote no metrics.json under {out}")
