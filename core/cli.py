@@ -11,6 +11,7 @@ Errors in the user's input (files, settings, checkpoints) end with one line nami
 """
 
 import importlib
+import logging
 import re
 import sys
 import warnings
@@ -208,6 +209,8 @@ def main(args: list[str] | None = None) -> None:
     """Entry point of the ``polydiff`` console script (returns None so that the exit status is 0 on success)."""
     # the console script passes sys.argv on as ``args`` (after resolving packaged recipes): that is intended
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+    # "Seed set to N" on stderr before any error would make a one-line error two lines; the seed is in config.yaml
+    logging.getLogger("lightning.fabric.utilities.seed").setLevel(logging.WARNING)
     # printed by torch-geometric's import on recent torch; nothing a user of polydiff can act on
     warnings.filterwarnings("ignore", message=r"`torch.jit.script` is deprecated", category=FutureWarning)
     argv = list(sys.argv[1:] if args is None else args)
@@ -216,9 +219,24 @@ def main(args: list[str] | None = None) -> None:
             export_main(argv[1:])
             return
         build_cli(resolve_recipes(with_pretrained_config(argv)))
-    except PolydiffError as exc:
-        print(f"polydiff: error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - a PolydiffError inside another exception is still the user's one line
+        cause = polydiff_cause(exc)
+        if cause is None:
+            raise
+        print(f"polydiff: error: {cause}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def polydiff_cause(exc: BaseException) -> PolydiffError | None:
+    """The PolydiffError that ``exc`` is or was raised from (jsonargparse wraps errors raised while it instantiates a
+    class, e.g. a model's check of its settings, in its own)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, PolydiffError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":
