@@ -31,8 +31,8 @@ from polydiff.core.utils import PolydiffError
 class WarmupEMAUpdate:
     """``multi_avg_fn`` of :class:`torch.optim.swa_utils.AveragedModel`: one EMA update of all averaged tensors.
 
-    Floating-point tensors move towards the current weights by ``1 - decay_n``; integer buffers (counters such as
-    BatchNorm's ``num_batches_tracked``) are copied.
+    Floating-point tensors move towards the current weights by ``1 - decay_n``; integer tensors are copied. (The
+    :class:`EMA` callback averages parameters only and copies buffers.)
     """
 
     def __init__(self, decay: float, warmup: bool = True) -> None:
@@ -64,14 +64,16 @@ class EMA(EMAWeightAveraging):
         decay: long-run decay of the average.
         warmup: ramp the decay as ``min(decay, (1 + n) / (10 + n))`` (False: Lightning's fixed decay from the start).
         device: where the averaged copy lives (default: the model's device; "cpu" saves accelerator memory).
-        use_buffers: also average the buffers (integer buffers are copied).
+        use_buffers: average the buffers too (False, the default here: buffers are copied from the model at every
+            update, because polydiff's buffers are filled from the data (category marginals, node-count histograms,
+            a tokenizer) and must stay exactly the data's, not drift from their placeholders).
         update_every_n_steps: update the average every this many optimiser steps.
         update_starting_at_step: first optimiser step that updates the average (None: from the start).
         update_starting_at_epoch: first epoch that updates the average (None: from the start).
     """
 
     def __init__(self, decay: float = 0.999, warmup: bool = True, device: Optional[Union[torch.device, str, int]] = None,
-                 use_buffers: bool = True, update_every_n_steps: int = 1,
+                 use_buffers: bool = False, update_every_n_steps: int = 1,
                  update_starting_at_step: Optional[int] = None, update_starting_at_epoch: Optional[int] = None) -> None:
         # WeightAveraging directly: EMAWeightAveraging.__init__ would also install its closure as avg_fn
         WeightAveraging.__init__(self, device=device, use_buffers=use_buffers,
@@ -83,6 +85,23 @@ class EMA(EMAWeightAveraging):
         self.update_every_n_steps = update_every_n_steps
         self.update_starting_at_step = update_starting_at_step
         self.update_starting_at_epoch = update_starting_at_epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if not self._use_buffers and self._average_model is not None:
+            self.copy_buffers(pl_module)
+
+    def copy_buffers(self, pl_module: torch.nn.Module) -> None:
+        """The averaged copy's buffers := the model's (same names; a buffer whose size changed, such as a tokenizer
+        stored as bytes, is replaced)."""
+        average = self._average_model.module
+        with torch.no_grad():
+            for name, buffer in pl_module.named_buffers():
+                mine = average.get_buffer(name)
+                if mine.shape == buffer.shape:
+                    mine.copy_(buffer)
+                else:
+                    mine.data = buffer.detach().clone().to(mine.device)
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         """Restore the average when resuming fit. Outside fit (``polydiff test`` / ``predict`` / ``sample``) there is no

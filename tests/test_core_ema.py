@@ -115,3 +115,25 @@ def test_test_after_fit_uses_the_average_without_warning(tmp_path):
         pl.Trainer(callbacks=[EMA(decay=0.9)], **kw).test(fresh, ckpt_path=str(ckpt), verbose=False)
     assert not [w for w in caught if "WeightAveraging" in str(w.message)]
     assert fresh.w.item() == pytest.approx(averaged, abs=1e-6)  # the checkpoint's weights are the average
+
+
+def test_buffers_filled_from_data_are_copied_into_the_average(tmp_path):
+    """A buffer set after the averaged copy exists (as connect_data does for marginals) is the model's exactly in the
+    average and in the checkpoint's EMA state_dict, not a blend with its placeholder."""
+
+    class WithStats(_Scalar):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("stats", torch.zeros(3))
+
+        def on_train_batch_start(self, batch, batch_idx):
+            if self.global_step == 2:  # filled from "the data" after the average has started (two updates in)
+                self.stats.fill_(7.0)
+
+    model = WithStats()
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=5, callbacks=[EMA(decay=0.9)], logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(model)
+    ckpt = torch.load(next(tmp_path.rglob("*.ckpt")), weights_only=True)
+    assert torch.equal(ckpt["state_dict"]["stats"], torch.full((3,), 7.0))
+    assert torch.equal(model.stats, torch.full((3,), 7.0))
