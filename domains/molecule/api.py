@@ -49,6 +49,11 @@ class MoleculeGraphAPI:
         return self.graphs_to_molecules(self.sample_graphs_dense(num, sampler, seed, progress))
 
 
+    def sample_native(self, n: int, sampler: Any, seed: int) -> list:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` generated molecules (RDKit, implicit hydrogens)."""
+        return self.sample_molecules(n, sampler, seed)
+
+
 class ProjectedDenoiser:
     """A denoiser that sees coordinates at zero centre of mass over the real atoms and returns its x0 estimate there
     (padding 0), so the samplers' x0 estimates stay in the subspace whatever noise an ancestral step adds."""
@@ -121,3 +126,7 @@ class MoleculeCloudAPI:
                          progress: bool = False) -> list:
         """``num`` generated molecules as RDKit molecules with 3D coordinates."""
         return self.clouds_to_molecules(self.sample_clouds(num, sampler, seed, progress))
+
+    def sample_native(self, n: int, sampler: Any, seed: int) -> list:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` generated molecules (RDKit, 3D coordinates)."""
+        return self.sample_molecules(n, sampler, seed)

@@ -125,6 +125,14 @@ class MoleculeGraphDiffusion(MoleculeGraphAPI, GraphDiffusionModule):
         mols = self.sample_molecules(int(batch.num_graphs), seed=batch_idx * self.trainer.world_size + self.global_rank)
         return [smiles_of(s) if (s := sanitized(m)) is not None else None for m in mols]
 
+    def write_predictions(self, prediction: list[Optional[str]], batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        """``polydiff predict``: the batch's molecules in ``<prefix>.smi`` (canonical SMILES; ``# invalid`` where
+        RDKit refused the generated graph)."""
+        path = out_dir / f"{prefix}.smi"
+        path.write_text("".join(f"{s} gen_{i:04d}\n" if s else f"# invalid gen_{i:04d}\n"
+                                for i, s in enumerate(prediction)))
+        return [path]
+
     def write_samples(self, out_dir: Path, num_samples: int, sampler: CategoricalSamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
         """``samples.smi`` (one canonical SMILES per line, invalid ones commented) and ``molecules.png``."""
@@ -254,6 +262,12 @@ class MoleculeEDM(MoleculeCloudAPI, DiffusionModule):
         """``polydiff predict``: one generated molecule ``(types, positions)`` per molecule of the batch."""
         return self.sample_clouds(int(batch["mask"].shape[0]),
                                   seed=batch_idx * self.trainer.world_size + self.global_rank)
+
+    def write_predictions(self, prediction: list[tuple[Tensor, Tensor]], batch: Any, out_dir: Path,
+                          prefix: str) -> list[Path]:
+        """``polydiff predict``: the batch's generated molecules as ``<prefix>.sdf`` (3D) and ``<prefix>.smi``."""
+        mols = self.clouds_to_molecules(prediction)
+        return [write_sdf(mols, out_dir / f"{prefix}.sdf"), write_smiles(mols, out_dir / f"{prefix}.smi")]
 
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[str] = None) -> list[Path]:
