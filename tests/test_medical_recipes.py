@@ -64,6 +64,8 @@ def test_synthesis_fit_test_sample_end_to_end(tmp_path):
     cli = build_cli(["predict", *common, "--ckpt_path", str(ckpt)])  # one new slice per held-out slice
     predictions = torch.cat(cli.trainer.predict_loop.predictions)
     assert predictions.shape == (31, 1, 48, 56) and predictions.abs().max() <= 1
+    written = sorted(Path(cli.trainer.log_dir, "predictions").glob("*.nii.gz"))  # the default prediction writer
+    assert len(written) == 31 and nib.load(written[0]).shape[:2] == (48, 56)
     out = tmp_path / "samples"
     main(["sample", *common, "--ckpt_path", str(ckpt), "--num_samples=2", "--out", str(out)])
     assert sorted(p.name for p in out.iterdir()) == ["00000.nii.gz", "00000.png", "00001.nii.gz", "00001.png"]
