@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from polydiff.core.cli import main
+from polydiff.core.cli import build_cli, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DIGITS_IMAGE = str(ROOT / "recipes" / "image" / "digits.yaml")
@@ -48,8 +48,18 @@ def run_error(args, capsys) -> str:
 
 
 def test_moving_digits_recipe_fast_dev_run(tmp_path, image_ckpt):
-    main(["fit", "--config", MOVING, "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path),
-          "--model.training.init_from", str(image_ckpt)] + VIDEO + QUIET)
+    """One step of the recipe from the image checkpoint, then polydiff predict writes one GIF of the training length
+    per test clip and a filmstrip."""
+    cli = build_cli(["fit", "--config", MOVING, "--trainer.fast_dev_run=1", "--trainer.default_root_dir", str(tmp_path),
+                     "--model.training.init_from", str(image_ckpt)] + VIDEO + QUIET)
+    assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    cli = build_cli(["predict", "--config", MOVING, "--trainer.fast_dev_run=1", "--trainer.default_root_dir",
+                     str(tmp_path / "predict")] + VIDEO + QUIET)
+    (clips,) = cli.trainer.predict_loop.predictions
+    gifs = sorted((tmp_path / "predict" / "predictions").glob("batch00000_*.gif"))
+    assert len(gifs) == len(clips) and (tmp_path / "predict" / "predictions" / "batch00000_filmstrip.png").exists()
+    with Image.open(gifs[0]) as gif:
+        assert gif.n_frames == clips.shape[2] == cli.model.frames
 
 
 def test_inflation_through_the_cli_loads_spatial_weights_and_keeps_temporal_outputs_zero(tmp_path, image_ckpt):

@@ -80,6 +80,11 @@ class VideoSamplingAPI:
         known = torch.zeros(n, self.channels, t, self.image_size, self.image_size)
         return self.decode(self._draw(known, torch.zeros(n, t), labels, cfg, seed, progress))
 
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, classes: Classes = None,
+                      frames: Optional[int] = None) -> Tensor:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` clips ``[n, C, T, H, W]`` in [0, 1]."""
+        return self.sample_videos(n, classes, frames, sampler, seed=seed)
+
     @torch.no_grad()
     def sample_frames(self, n: int, frames: Optional[int] = None, classes: Classes = None,
                       sampler: Optional[str | SamplerConfig] = None, steps: Optional[int] = None, seed: int = 0,

@@ -210,6 +210,19 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
             return inflate_image_weights(self, checkpoint, path)
         return super().load_weights(path, strict)
 
+    def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
+        """``polydiff predict``: one new clip ``[C, T, H, W]`` in [0, 1] per test clip, with that clip's class."""
+        _, labels = batch
+        classes = labels.long().cpu() if self.num_classes and bool((labels >= 0).all()) else None
+        seed = batch_idx * self.trainer.world_size + self.global_rank
+        return self.sample_videos(len(labels), classes, seed=seed)
+
+    def write_predictions(self, prediction: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
+        """``polydiff predict``: a GIF per predicted clip (``<prefix>_003.gif``) and ``<prefix>_filmstrip.png``."""
+        names = [f"{prefix}_{i:03d}" for i in range(len(prediction))]
+        return [*writers.write_clips(prediction, out_dir, names, mp4=False),
+                writers.save_filmstrip(prediction, out_dir / f"{prefix}_filmstrip.png")]
+
     # ------------------------------------------------------------------ files (see writers.py)
     def write_samples(self, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
                       input: Optional[Tensor] = None) -> list[Path]:
