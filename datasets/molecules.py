@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader as TorchLoader
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from polydiff.core.utils import PolydiffError
+from polydiff.core.utils import PolydiffError, training_seed
 from polydiff.datasets.readers.molecules import (
     BOND_TYPES,
     MoleculeRecord,
@@ -37,7 +37,7 @@ from polydiff.datasets.readers.molecules import (
     record_mol,
     report,
 )
-from polydiff.datasets.splits import evaluation_sampler
+from polydiff.datasets.splits import ResumableTraining, SplitLoaders, evaluation_sampler
 
 QM9_ATOMS_2D = ("C", "N", "O", "F", "N+", "O-")
 QM9_ATOMS_3D = ("H", "C", "N", "O", "F")
@@ -53,7 +53,7 @@ def split_indices(num: int, seed: int, test_fraction: float, val_fraction: float
     return perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test]
 
 
-class _MoleculeSplits(L.LightningDataModule):
+class _MoleculeSplits(ResumableTraining, SplitLoaders, L.LightningDataModule):
     """Shared reading, splitting and SMILES of both molecule DataModules."""
 
     source_name = "molecules"
@@ -233,20 +233,10 @@ class MoleculeGraphDataModule(_MoleculeSplits):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         data = [self.items[i] for i in self._split(split)]
         sampler = evaluation_sampler(data) if split == "test" else None
-        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        if shuffle:  # the order is a function of (seed, pass): fit --ckpt_path resumes on the same batches
+            sampler = self.train_sampler(len(data), training_seed())
+        return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers,
                           drop_last=shuffle and len(data) > self.batch_size, sampler=sampler)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
 
 
 # ---------------------------------------------------------------------------------------------------- 3D
@@ -334,20 +324,10 @@ class MoleculeCloudDataModule(_MoleculeSplits):
     def _loader(self, split: str, shuffle: bool) -> TorchLoader:
         data = [self.items[i] for i in self._split(split)]
         sampler = evaluation_sampler(data) if split == "test" else None
-        return TorchLoader(data, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers,
+        if shuffle:
+            sampler = self.train_sampler(len(data), training_seed())
+        return TorchLoader(data, batch_size=self.batch_size, num_workers=self.num_workers,
                            drop_last=shuffle and len(data) > self.batch_size, collate_fn=pad_clouds, sampler=sampler)
-
-    def train_dataloader(self) -> TorchLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> TorchLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> TorchLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> TorchLoader:
-        return self._loader("test", False)
 
 
 __all__ = ["MoleculeCloudDataModule", "MoleculeGraphDataModule", "pad_clouds", "split_indices"]
