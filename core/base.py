@@ -199,6 +199,16 @@ class PolydiffModule(L.LightningModule):
             if audio is not None and hasattr(experiment, "add_audio"):
                 experiment.add_audio(tag, audio.detach().float().reshape(1, -1).cpu(), self.global_step, sample_rate)
 
+    def preview_path(self, every: int) -> Path | None:
+        """``<run dir>/previews/epoch_NNNN.png`` when this validation epoch should write a preview (every ``every``
+        epochs, rank 0, not during the sanity check); None otherwise."""
+        t = self.trainer
+        if every <= 0 or t.sanity_checking or not t.is_global_zero or (self.current_epoch + 1) % every:
+            return None
+        path = self.run_dir() / "previews" / f"epoch_{self.current_epoch + 1:04d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
     # ------------------------------------------------------------------ evaluation
     def run_dir(self) -> Path:
         """The run directory (``lightning_logs/version_N`` of the logger, else ``default_root_dir``)."""

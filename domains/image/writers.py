@@ -52,15 +52,12 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
 def write_preview(model: Any) -> None:
     """Every ``preview_every_n_epochs`` validation epochs, a grid of samples (one row per class) in
     ``<run dir>/previews/``."""
-    t = model.trainer
-    every = model.preview_every_n_epochs
-    if every <= 0 or t.sanity_checking or not t.is_global_zero or (model.current_epoch + 1) % every:
+    path = model.preview_path(model.preview_every_n_epochs)
+    if path is None:
         return
     n = model.num_classes * model.preview_per_class if model.num_classes else 8 * model.preview_per_class
     images = model.sample_images(n, seed=0)
     order = torch.arange(n).reshape(-1, model.num_classes).T.reshape(-1) if model.num_classes else torch.arange(n)
-    path = model.run_dir() / "previews" / f"epoch_{model.current_epoch + 1:04d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
     nrow = model.preview_per_class if model.num_classes else None
     io.save_grid(images[order], path, nrow=nrow)
     model.log_media("previews", image=io.make_grid(images[order], nrow))

@@ -108,11 +108,7 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
 def write_preview(model: Any) -> None:
     """Every ``preview_every_n_epochs`` validation epochs, a filmstrip of ``preview_samples`` unconditional clips in
     ``<run dir>/previews/``."""
-    t = model.trainer
-    every = model.preview_every_n_epochs
-    if every <= 0 or t.sanity_checking or not t.is_global_zero or (model.current_epoch + 1) % every:
+    path = model.preview_path(model.preview_every_n_epochs)
+    if path is None:
         return
-    videos = model.sample_videos(model.preview_samples, seed=0)
-    path = model.run_dir() / "previews" / f"epoch_{model.current_epoch + 1:04d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_filmstrip(videos, path)
+    save_filmstrip(model.sample_videos(model.preview_samples, seed=0), path)
