@@ -142,9 +142,15 @@ class DiffusionModule(PolydiffModule):
         noise = self.sample_noise(x0, generator)
         return denoising_loss(self.denoiser, x0, noise, lam, cond, batch.mask, obj.weighting, obj.min_snr_gamma)
 
+    def training_loss(self, batch: DiffusionBatch) -> Tensor:
+        """Per-item loss of one training batch: the denoising loss, or the loss of a few-step objective that a callback
+        installed as ``self.training_objective`` (distillation from a teacher, :mod:`polydiff.core.fewstep`)."""
+        objective = getattr(self, "training_objective", None)
+        return self.diffusion_loss(batch) if objective is None else objective.loss(self, batch)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         with self.seeded_step():
-            loss = self.diffusion_loss(self.encode(batch)).mean()
+            loss = self.training_loss(self.encode(batch)).mean()
         if not torch.isfinite(loss):
             raise PolydiffError(f"training loss is {loss.item()} at step {self.global_step}: lower --model.training.lr "
                                 "or check the data for NaN/inf values")

@@ -420,6 +420,24 @@ def unipc_3(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None, gener
     return unipc(model, x, logsnrs, cond, generator, callback, order=3, variant="bh2")
 
 
+def consistency(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
+                generator: torch.Generator | None = None, callback: Callback | None = None) -> Tensor:
+    """Multistep consistency sampling (Song et al. 2023, Alg. 1) for few-step students (:mod:`polydiff.core.fewstep`):
+    jump to ``x0_hat`` at each level, then re-noise it to the next level with fresh noise, ``x = alpha x0_hat + sigma z``
+    (q(x_s | x0_hat), not the posterior q(x_s | x_t, x0_hat) that DDPM draws from). One step is ``x0_hat(x_T)``. Not a
+    solver of the diffusion's ODE or SDE: with an exact denoiser it forgets all but ``x0_hat`` at every level."""
+    x = x.double()
+    _, alpha, sigma = _half_lambdas(model, logsnrs)
+    for i in range(len(logsnrs) - 1):
+        x0 = _call(model, x, logsnrs[i], cond)
+        if callback is not None:
+            callback(i, x, x0)
+        x = x0 * alpha[i + 1]
+        if sigma[i + 1] > 0:
+            x = x.add_(_randn_like(x, generator), alpha=sigma[i + 1])
+    return x
+
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -434,6 +452,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_3m_unic": dpmpp_3m_unic,
     "unipc_1": unipc_1,
     "unipc_3": unipc_3,
+    "consistency": consistency,
 }
 
 

@@ -24,7 +24,8 @@ class SamplerConfig:
     Args:
         name: sampler: ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde, flow_euler, dpmpp_3m, dpmpp_3m_sde,
             unipc (UniPC-2 bh2 with UniC corrector), dpmpp_3m_unic (DPM-Solver++ 3M with the UniC-3 corrector),
-            unipc_1 (the DDIM step with UniC-1, bh1: best below ~8 evaluations), unipc_3 (UniPC-3, bh2).
+            unipc_1 (the DDIM step with UniC-1, bh1: best below ~8 evaluations), unipc_3 (UniPC-3, bh2),
+            consistency (multistep consistency sampling of a few-step student, polydiff.core.fewstep).
         steps: number of grid intervals (network evaluations for all but heun, which uses 2 steps - 1).
         grid: step grid: karras (rho-spaced sigmas), uniform_logsnr, uniform_t.
         final_step: zero (last step to sigma = 0), min (stop at sigma_min), denoise (stop at sigma_min, return x0_hat).
