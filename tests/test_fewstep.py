@@ -227,3 +227,21 @@ def test_consistency_distillation_on_the_timeseries_domain(tmp_path):
                      "--trainer.callbacks.num_levels=6", "--model.training.init_from", str(teacher)] + net + QUIET)
     assert math.isfinite(float(cli.trainer.callback_metrics["train/loss"]))
     assert cli.model.training_objective is None  # removed again when fit ends
+
+
+def test_progressive_rounds_halve_the_steps_and_write_each_student(digits_teacher, tmp_path):
+    """Two rounds of two steps: the 2-step student is written at the switch, the 1-step one at the end; in round 2 the
+    teacher is the round-1 student (unguided) and the learning rate restarts from its peak."""
+    main(["fit", "--config", RECIPES["progressive"], "--trainer.max_steps=4", "--trainer.limit_val_batches=0",
+          "--trainer.default_root_dir", str(tmp_path), "--model.training.init_from", str(digits_teacher),
+          "--trainer.callbacks.start_steps=2", "--trainer.callbacks.rounds=2", "--trainer.callbacks.steps_per_round=2"]
+         + SMALL + QUIET)
+    folder = next(tmp_path.rglob("checkpoints"))
+    two, one = folder / "progressive_2steps.ckpt", folder / "progressive_1steps.ckpt"
+    assert two.is_file() and one.is_file()
+    s2, s1 = (torch.load(p, weights_only=True) for p in (two, one))
+    assert (s2["global_step"], s1["global_step"]) == (2, 4)
+    state = next(v for k, v in s1["callbacks"].items() if "ProgressiveDistillation" in k)
+    # the round-2 teacher is the 2-step student
+    for k, v in state["teacher"].items():
+        torch.testing.assert_close(v, s2["state_dict"]["network." + k])
