@@ -115,4 +115,15 @@ class EMA(EMAWeightAveraging):
         return f"EMA(decay={self.decay}, warmup={self.warmup})"
 
 
-__all__ = ["EMA", "WarmupEMAUpdate"]
+
+
+def sync_averaged_buffers(pl_module: torch.nn.Module) -> None:
+    """After a model fills a buffer from its data once fit has begun (a tokenizer, a latent scale factor), hand it to
+    the averaged copy of every :class:`EMA` callback, which was made before and is swapped in for validation."""
+    trainer = getattr(pl_module, "_trainer", None)
+    for callback in getattr(trainer, "callbacks", None) or []:
+        if isinstance(callback, EMA) and callback._average_model is not None:
+            callback.copy_buffers(pl_module)
+
+
+__all__ = ["EMA", "WarmupEMAUpdate", "sync_averaged_buffers"]

@@ -70,6 +70,8 @@ class PolydiffTrainer(L.Trainer):
         input: Optional[str] = None,
         overwrite: bool = False,
         pretrained: Optional[str] = None,
+        prompt: Optional[str] = None,
+        prompts: Optional[str] = None,
     ) -> list[Path]:
         """Generate samples from a checkpoint and write them as files native to the domain.
 
@@ -88,6 +90,8 @@ class PolydiffTrainer(L.Trainer):
                 files are never mixed with another's).
             pretrained: a folder written by ``polydiff export`` to take the model and weights from instead of a
                 checkpoint (``polydiff sample --pretrained DIR`` needs no ``--config``).
+            prompt: a text prompt for a text-conditioned model (``num_samples`` images of it).
+            prompts: a text file of prompts, one per line, for a text-conditioned model (``num_samples`` images each).
         """
         if ckpt_path is None and pretrained is None:
             raise PolydiffError("polydiff sample needs --ckpt_path <checkpoint written by polydiff fit> or --pretrained "
@@ -100,7 +104,11 @@ class PolydiffTrainer(L.Trainer):
         cfg = model.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
         out_dir.mkdir(parents=True, exist_ok=True)
         payload = None
-        if input is not None:
+        if prompt is not None or prompts is not None:
+            if input is not None:
+                raise PolydiffError("pass either --input or --prompt / --prompts, not both")
+            payload = read_prompts(prompt, prompts)
+        elif input is not None:
             if not isinstance(datamodule, ReadsInput):
                 raise PolydiffError(f"--input needs a DataModule that reads input files; "
                                     f"{type(datamodule).__name__} has no read_input: set --data to the recipe's")
@@ -109,6 +117,19 @@ class PolydiffTrainer(L.Trainer):
             paths = model.write_samples(out_dir, num_samples, cfg, seed, payload)
         print(f"wrote {len(paths)} files to {out_dir}/ ({cfg.name}, {cfg.steps} steps, guidance {cfg.guidance})")
         return paths
+
+
+def read_prompts(prompt: Optional[str], prompts_file: Optional[str]) -> list[str]:
+    """``--prompt`` and the non-empty lines of ``--prompts FILE``, in that order."""
+    out = [] if prompt is None else [prompt]
+    if prompts_file is not None:
+        path = Path(prompts_file)
+        if not path.is_file():
+            raise PolydiffError(f"--prompts {prompts_file} is not a file; pass a text file with one prompt per line")
+        out += [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if len(out) == (prompt is not None):
+            raise PolydiffError(f"--prompts {prompts_file} holds no prompt; write one prompt per line")
+    return out
 
 
 def check_output_folder(out: Path, overwrite: bool) -> Path:

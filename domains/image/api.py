@@ -38,7 +38,7 @@ class ImageSamplingAPI:
             return SamplerConfig(**{**base.__dict__, **{k: v for k, v in (("steps", steps), ("guidance", guidance))
                                                          if v is not None}})
         cfg = self.resolve_sampler(name=sampler, steps=steps, guidance=guidance)
-        if self.num_classes == 0 and cfg.guidance != 1.0:
+        if self.num_classes == 0 and self.text is None and cfg.guidance != 1.0:
             cfg = self.resolve_sampler(name=sampler, steps=steps, guidance=1.0)
         return cfg
 
@@ -72,13 +72,9 @@ class ImageSamplingAPI:
         for k, start in enumerate(range(0, n, bs)):
             c = None if cond is None else cond[start:start + bs].to(self.device)
             m = min(bs, n - start)
-            x = self.generate((m, self.channels, self.image_size, self.image_size), c, cfg, seed + k, progress)
+            x = self.generate(self.diffused_shape(m), c, cfg, seed + k, progress)
             out.append(self.decode(x).cpu())
         return torch.cat(out)
-
-    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, classes: Any = None) -> Tensor:
-        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` images ``[n, C, H, W]`` in [0, 1]."""
-        return self.sample_images(n, classes, sampler, seed=seed)
 
     @torch.no_grad()
     def inpaint(
@@ -107,6 +103,7 @@ class ImageSamplingAPI:
         if images.ndim != 4 or images.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise PolydiffError(f"inpaint expects [B, {self.channels}, {self.image_size}, {self.image_size}] images, "
                                 f"got {tuple(images.shape)}")
+        self.require_pixel_space("inpainting")
         n = images.shape[0]
         model: Any = self.denoiser
         cond = None

@@ -24,3 +24,15 @@ class ImageData(Protocol):
     def split_tensors(self, split: str) -> tuple[Tensor, Tensor]:
         """``(images [N, C, H, W] in [-1, 1], labels [N])`` of ``train``, ``val`` or ``test``."""
         ...
+
+
+@runtime_checkable
+class CaptionedData(Protocol):
+    """Captioned images (a text-conditioned model's data): :class:`ImageData` plus the captions of each split."""
+
+    image_size: int
+    channels: int
+
+    def split_captions(self, split: str) -> tuple[Tensor, list[str], Tensor]:
+        """``(images [N, C, H, W] in [-1, 1], captions, digits [N, 2])`` of a split (digits -1 where unknown)."""
+        ...

@@ -12,19 +12,23 @@ import torch
 from torch import Tensor
 
 from polydiff.core.base import TrainingConfig, require_data
+from polydiff.core.latent import LatentSpace, measure_at_fit_start
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.image import io, writers
 from polydiff.domains.image.api import ImageSamplingAPI
-from polydiff.domains.image.data import ImageData
+from polydiff.domains.image.data import CaptionedData, ImageData
+from polydiff.domains.image.prompting import PromptAPI
+from polydiff.domains.image.text import TextConfig, TextUNet, build_encoder, encoder_width
 from polydiff.domains.image.unet import UNet
 
 #: the DataModules that fit this model (named in the error when another is given)
 USE_DATA = "DigitsDataModule or ImageFolderDataModule (polydiff.datasets)"
+USE_TEXT_DATA = "CaptionedDigitsDataModule or CaptionFolderDataModule (polydiff.datasets.captions)"
 
 
-class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
+class ImageDiffusion(PromptAPI, ImageSamplingAPI, DiffusionModule):
     """Diffusion model of ``channels`` x ``image_size`` x ``image_size`` images, optionally class-conditional.
 
     Args:
@@ -53,6 +57,12 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
         eval_likelihood_images: ``polydiff test`` also reports bits per dimension (the continuous-time ELBO, an upper
             bound on the NLL; continuous pixels in [-1, 1]) on this many test images, with its standard error (0: off).
         eval_likelihood_times: log-SNR samples per image of that ELBO.
+        autoencoder: latent diffusion (LDM): a checkpoint of a trained autoencoder (recipes/autoencoder/*.yaml). The
+            model then diffuses its latents, scaled by 1 / std measured on the training data when fit starts (stored in
+            checkpoints), and decodes samples; the U-Net works at the latent size. None: diffusion in pixel space.
+        text: text conditioning (``text.enabled``; captioned data, e.g. CaptionedDigitsDataModule): a transformers text
+            encoder whose states the U-Net reads through cross-attention at ``attention_resolutions`` and in the
+            middle; the empty prompt is the null condition of guidance. Needs ``num_classes: 0``.
     """
 
     domain = "image"
@@ -81,15 +91,32 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
         inpaint_resample: int = 5,
         eval_likelihood_images: int = 0,
         eval_likelihood_times: int = 16,
+        autoencoder: Optional[str] = None,
+        text: TextConfig = TextConfig(),
     ) -> None:
         super().__init__(diffusion, objective, sampler, training)
         if channels not in (1, 3):
             raise PolydiffError(f"channels must be 1 or 3, got {channels}; set --model.channels")
         if num_classes < 0:
             raise PolydiffError(f"num_classes must be >= 0, got {num_classes}; set --model.num_classes")
+        self.latent = None if autoencoder is None else LatentSpace.from_checkpoint(autoencoder)
+        net_channels, net_size = channels, image_size
+        if self.latent is not None:
+            net_channels, net_size, width = self.latent.latent_shape((channels, image_size, image_size))
+            if width != net_size:
+                raise PolydiffError(f"the latents of {autoencoder} are {net_size}x{width}; the U-Net needs square ones")
+        text = text if text.enabled else None
+        if text is not None and num_classes:
+            raise PolydiffError(f"text conditioning replaces class conditioning; set --model.num_classes 0 (got "
+                                f"{num_classes})")
+        self.text = text
+        encoder = None if text is None else build_encoder(text)
         try:
-            self.network = UNet(image_size, channels, model_channels, channel_mult, num_res_blocks,
-                                attention_resolutions, num_heads, dropout, num_classes)
+            unet = UNet(net_size, net_channels, model_channels, channel_mult,
+                        num_res_blocks, attention_resolutions, num_heads, dropout, num_classes,
+                        context_dim=0 if encoder is None else encoder_width(encoder))
+            self.network = unet if encoder is None else TextUNet(unet, encoder, frozen=bool(text.freeze and
+                                                                                            text.pretrained))
         except ValueError as exc:
             raise PolydiffError(f"U-Net settings do not fit: {exc}; change --model.image_size, --model.channel_mult or "
                                 "--model.num_heads") from None
@@ -106,15 +133,25 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
         self.inpaint_resample = inpaint_resample
         self.eval_likelihood_images = eval_likelihood_images
         self.eval_likelihood_times = eval_likelihood_times
+        if text is not None:
+            self.init_tokenizer()
         self.save_hyperparameters()
 
     # ------------------------------------------------------------------ the domain's side of the boundary
     def encode(self, batch: Any) -> DiffusionBatch:
         images, labels = batch
+        if self.text is not None and (not isinstance(labels, (list, tuple)) or not all(isinstance(t, str)
+                                                                                         for t in labels)):
+            raise PolydiffError("a text-conditioned model needs (images, captions) batches; use CaptionedDigitsDataModule "
+                                "or CaptionFolderDataModule (polydiff.datasets.captions)")
         if images.shape[1:] != (self.channels, self.image_size, self.image_size):
             raise PolydiffError(f"images of shape {tuple(images.shape[1:])} do not fit a model of "
                                 f"{(self.channels, self.image_size, self.image_size)}; set --model.image_size / "
                                 "--model.channels to the DataModule's")
+        if self.latent is not None:
+            images = self.latent.encode(images)
+        if self.text is not None:
+            return DiffusionBatch(images, self.tokenize(labels))
         if self.num_classes == 0:
             return DiffusionBatch(images)
         if labels.min() < 0 or labels.max() >= self.num_classes:
@@ -123,18 +160,62 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
         return DiffusionBatch(images, labels.long())
 
     def null_condition(self, cond: Any) -> Any:
+        if self.text is not None and cond is not None:
+            return self.null_tokens(cond)
         if self.num_classes == 0 or cond is None:
             return None
         return torch.full_like(cond, self.num_classes)
 
     def drop_condition(self, cond: Any, drop: Tensor) -> Any:
+        if self.text is not None and cond is not None:
+            return torch.where(drop.to(cond.device)[:, None], self.null_tokens(cond), cond)
         if self.num_classes == 0 or cond is None:
             return cond
         return torch.where(drop.to(cond.device), torch.full_like(cond, self.num_classes), cond)
 
     def decode(self, x: Tensor) -> Tensor:
-        """Generated tensors in [-1, 1] to images in [0, 1] (``polydiff predict`` returns these)."""
+        """Generated tensors in [-1, 1] (latents of a latent model: decoded first) to images in [0, 1] (``polydiff
+        predict`` returns these)."""
+        if self.latent is not None:
+            x = self.latent.decode(x)
         return (x.clamp(-1, 1) + 1) / 2
+
+    def diffused_shape(self, n: int) -> tuple[int, ...]:
+        """Shape of ``n`` generated tensors before :meth:`decode`: images, or their latents."""
+        shape = (n, self.channels, self.image_size, self.image_size)
+        return shape if self.latent is None else self.latent.latent_shape(shape)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        if self.latent is not None:
+            images = require_data(self.trainer.datamodule, ImageData, "image", USE_DATA).split_tensors("train")[0]
+            measure_at_fit_start(self, self.latent, images.split(256))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """The stored tokenizer first (its byte buffer's size differs from the empty placeholder)."""
+        self.tokenizer_from_state(state_dict)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def restore_from_checkpoint(self, checkpoint: dict[str, Any], path: str) -> None:
+        self.tokenizer_from_state(checkpoint["state_dict"])
+
+    def sample_native(self, n: int, sampler: SamplerConfig, seed: int, classes: Any = None,
+                      prompts: Any = None) -> Tensor:
+        """:meth:`polydiff.core.base.PolydiffModule.sample`: ``n`` images ``[n, C, H, W]`` in [0, 1], of ``classes`` or,
+        for a text-conditioned model, of ``prompts`` (one prompt for all, or ``n``)."""
+        if self.text is None:
+            return self.sample_images(n, classes, sampler, seed=seed)
+        if prompts is None:
+            raise PolydiffError("a text-conditioned model samples from prompts: model.sample(n, prompts=[...])")
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != n:
+            raise PolydiffError(f"got {len(prompts)} prompts for {n} samples; pass one prompt or {n}")
+        return self.sample_prompts(prompts, sampler, seed=seed)
+
+    def require_pixel_space(self, what: str) -> None:
+        if self.latent is not None:
+            raise PolydiffError(f"{what} works in pixel space; this is a latent diffusion model (--model.autoencoder), "
+                                "use a pixel-space model for it")
 
     def input_options(self) -> dict[str, Any]:
         return {"image_size": self.image_size, "channels": self.channels}
@@ -147,6 +228,10 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
             if theirs != getattr(self, name):
                 raise PolydiffError(f"--model.{name}={getattr(self, name)} but the data has {name}={theirs}; set both "
                                     "to the same value")
+        if self.text is not None:
+            captioned = require_data(datamodule, CaptionedData, "text-conditioned image", USE_TEXT_DATA)
+            if self.trainer.state.fn == "fit":
+                self.train_tokenizer_on(captioned.split_captions("train")[1])
         if self.num_classes and datamodule.num_classes != self.num_classes:
             raise PolydiffError(f"--model.num_classes={self.num_classes} but the data has {datamodule.num_classes} "
                                 f"classes; set --model.num_classes {datamodule.num_classes} (or 0 for an unconditional "
@@ -174,6 +259,9 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
     def on_test_epoch_end(self) -> None:
         from polydiff.domains.image.metrics import ImageEvaluator
 
+        if self.text is not None:
+            return self.report_prompt_metrics()
+
         dm = require_data(self.trainer.datamodule, ImageData, "image", USE_DATA)
         train_x, train_y = dm.split_tensors("train")
         test_x, test_y = dm.split_tensors("test")
@@ -196,12 +284,32 @@ class ImageDiffusion(ImageSamplingAPI, DiffusionModule):
                                             "num_samples": n, "test_images": len(test_x), "classifier": info,
                                             "processes": self.trainer.world_size})
 
+    def report_prompt_metrics(self) -> None:
+        """``polydiff test`` of a text-conditioned model: prompt accuracy on the test split's captions (see
+        :mod:`polydiff.domains.image.prompt_metrics`, whose reader knows the digit canvases of CaptionedDigitsDataModule)
+        with its shuffled-prompt control, at the model's guidance and at guidance 1."""
+        from polydiff.domains.image.prompt_metrics import prompt_accuracy
+
+        dm = require_data(self.trainer.datamodule, CaptionedData, "text-conditioned image", USE_TEXT_DATA)
+        if (dm.split_captions("test")[2] < 0).all():
+            raise PolydiffError("the test split has no known digits to score prompts against; polydiff test of a "
+                                "text-conditioned model needs CaptionedDigitsDataModule (use polydiff sample on your own "
+                                "captions)")
+        n = max(1, self.eval_num_samples // 2)
+        metrics = prompt_accuracy(self, dm, self.sampler_config.guidance, n, n)
+        metrics.update({f"{k}_guidance1": v for k, v in prompt_accuracy(self, dm, 1.0, n, n).items()
+                        if k.startswith("prompt_acc")})
+        cfg = self.sampler_config
+        self.report_metrics(metrics, extra={"sampler": {"name": cfg.name, "steps": cfg.steps, "guidance": cfg.guidance},
+                                            "prompts_per_kind": n})
+
     @torch.no_grad()
     def bits_per_dim(self, images: Tensor, labels: Optional[Tensor] = None, seed: int = 0) -> dict[str, float]:
         """Bits per dimension of ``images`` in [-1, 1] (continuous) from the ELBO (:func:`polydiff.core.likelihood
         .elbo_nll`, conditioned on the labels of a class-conditional model), mean and standard error over images."""
         from polydiff.core.likelihood import bits_per_dim, elbo_nll
 
+        self.require_pixel_space("the likelihood (eval_likelihood_images)")
         gen = torch.Generator().manual_seed(seed)
         was_training = self.training
         self.eval()

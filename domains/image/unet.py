@@ -72,6 +72,32 @@ class AttentionBlock(nn.Module):
         return x + self.proj(out.transpose(-1, -2).reshape(b, c, h, w))
 
 
+class CrossAttentionBlock(nn.Module):
+    """Attention from the spatial positions (queries) to a sequence of context vectors (keys and values), e.g. the
+    hidden states of a text encoder: LDM's ``SpatialTransformer`` cross-attention (Rombach et al. 2022, Sec. 3.3,
+    eq. 3), with a residual connection and a zero-initialised output projection, so a fresh block is the identity.
+    Context positions where ``mask`` is False (padding) are not attended to."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"attention width {channels} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, context: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        b, c, h, w = x.shape
+        heads, d = self.num_heads, c // self.num_heads
+        q = self.q(self.norm(x).flatten(2).transpose(1, 2)).reshape(b, h * w, heads, d).transpose(1, 2)
+        k, v = self.kv(context).reshape(b, context.shape[1], 2, heads, d).permute(2, 0, 3, 1, 4)
+        attn_mask = None if mask is None else mask.bool()[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return x + self.proj(out.transpose(1, 2).reshape(b, h * w, c)).transpose(1, 2).reshape(b, c, h, w)
+
+
 class Downsample(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -103,6 +129,8 @@ class UNet(nn.Module):
         num_heads: attention heads.
         dropout: dropout inside residual blocks.
         num_classes: number of classes (0: unconditional). Class ``num_classes`` is the null class of guidance.
+        context_dim: width of a context sequence (text encoder states) that cross-attention blocks read after every
+            self-attention block (0: none). ``forward`` then takes ``context`` and its padding ``context_mask``.
     """
 
     def __init__(
@@ -116,6 +144,7 @@ class UNet(nn.Module):
         num_heads: int = 4,
         dropout: float = 0.0,
         num_classes: int = 0,
+        context_dim: int = 0,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -140,6 +169,8 @@ class UNet(nn.Module):
                 ch = model_channels * mult
                 if res in attention_resolutions:
                     layers.append(AttentionBlock(ch, num_heads))
+                    if context_dim:
+                        layers.append(CrossAttentionBlock(ch, context_dim, num_heads))
                 self.down.append(layers)
                 skip_chs.append(ch)
             if level < levels - 1:
@@ -147,6 +178,7 @@ class UNet(nn.Module):
                 skip_chs.append(ch)
                 res //= 2
         self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout), AttentionBlock(ch, num_heads),
+                                     *([CrossAttentionBlock(ch, context_dim, num_heads)] if context_dim else []),
                                      ResBlock(ch, ch, emb_dim, dropout)])
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(channel_mult))):
@@ -155,6 +187,8 @@ class UNet(nn.Module):
                 ch = model_channels * mult
                 if res in attention_resolutions:
                     layers.append(AttentionBlock(ch, num_heads))
+                    if context_dim:
+                        layers.append(CrossAttentionBlock(ch, context_dim, num_heads))
                 if level > 0 and i == num_res_blocks:
                     layers.append(Upsample(ch))
                     res *= 2
@@ -175,22 +209,33 @@ class UNet(nn.Module):
             emb = emb + self.class_emb(cond)
         return emb
 
-    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, c_noise: Tensor, cond: Optional[Tensor] = None, context: Optional[Tensor] = None,
+                context_mask: Optional[Tensor] = None) -> Tensor:
         f = 2 ** (self.levels - 1)
         if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[-2] % f or x.shape[-1] % f:
             raise ValueError(f"UNet expects [B, {self.in_channels}, H, W] input with H and W divisible by {f}, "
                              f"got {tuple(x.shape)}")
         emb = self.embed(c_noise, cond, x.shape[0])
+
+        def run(layer: nn.Module, h: Tensor) -> Tensor:
+            if isinstance(layer, ResBlock):
+                return layer(h, emb)
+            if isinstance(layer, CrossAttentionBlock):
+                if context is None:
+                    raise ValueError("this UNet has cross-attention (context_dim > 0): pass context")
+                return layer(h, context, context_mask)
+            return layer(h)
+
         h = self.input_conv(x)
         skips = [h]
         for layers in self.down:
             for layer in layers:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = run(layer, h)
             skips.append(h)
         for layer in self.middle:
-            h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            h = run(layer, h)
         for layers in self.up:
             h = torch.cat([h, skips.pop()], dim=1)
             for layer in layers:
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+                h = run(layer, h)
         return self.out_conv(F.silu(self.out_norm(h)))

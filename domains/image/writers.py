@@ -24,6 +24,8 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
+    if model.text is not None or isinstance(input, list):
+        return write_prompt_samples(model, out_dir, num_samples, sampler, seed, input)
     if input is not None:
         if tuple(input.shape) != (model.channels, model.image_size, model.image_size):
             raise PolydiffError(f"--input gave an image of shape {tuple(input.shape)} for a model of "
@@ -49,11 +51,37 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
     return paths
 
 
+def write_prompt_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerConfig, seed: int,
+                         prompts: Any) -> list[Path]:
+    """``polydiff sample --prompt TEXT`` (or ``--prompts FILE``): ``num_samples`` images per prompt
+    (``00003_p001.png``: sample 3, of prompt 1), ``prompts.txt`` (one line per prompt) and ``grid.png`` (one row per
+    prompt)."""
+    if model.text is None:
+        raise PolydiffError("--prompt needs a text-conditioned model (--model.text); this one is conditioned on classes")
+    if not isinstance(prompts, list) or not prompts:
+        raise PolydiffError("a text-conditioned model samples from prompts: pass --prompt \"a 3 to the left of a 5\" "
+                            "or --prompts FILE (one prompt per line)")
+    repeated = [p for p in prompts for _ in range(num_samples)]
+    images = model.sample_prompts(repeated, sampler, seed=seed, progress=True)
+    paths = []
+    for i, img in enumerate(images):
+        paths.append(io.save_png(img, out_dir / f"{i % num_samples:05d}_p{i // num_samples:03d}.png"))
+    (out_dir / "prompts.txt").write_text("".join(f"{p}\n" for p in prompts))
+    paths.append(out_dir / "prompts.txt")
+    paths.append(io.save_grid(images, out_dir / "grid.png", nrow=num_samples))
+    return paths
+
+
 def write_preview(model: Any) -> None:
     """Every ``preview_every_n_epochs`` validation epochs, a grid of samples (one row per class) in
     ``<run dir>/previews/``."""
     path = model.preview_path(model.preview_every_n_epochs)
     if path is None:
+        return
+    if model.text is not None:
+        prompts = [p for c in range(10) for p in [f"the digit {c}", f"a {c} to the left of a {(c + 3) % 10}"]]
+        images = model.sample_prompts([p for p in prompts for _ in range(model.preview_per_class)], seed=0)
+        io.save_grid(images, path, nrow=model.preview_per_class * 2)
         return
     n = model.num_classes * model.preview_per_class if model.num_classes else 8 * model.preview_per_class
     images = model.sample_images(n, seed=0)
