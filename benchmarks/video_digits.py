@@ -46,7 +46,17 @@ def acceptance(table: dict[str, dict[str, float]]) -> list[str]:
         ("continued to 2x length: identity consistency >= 0.7", c.get("identity_consistency", float("nan")),
          lambda v: v >= 0.7),
     ]
-    return [f"- {name}: {value:.3f} ({'met' if ok(value) else 'not met'})" for name, value, ok in checks]
+    lines = [f"- {name}: {value:.3f} ({'met' if ok(value) else 'not met'})" for name, value, ok in checks]
+    inflated = table.get("inflated", {}).get("identity_consistency")
+    if inflated is not None:
+        lines.append(f"- control: the image model frame by frame (inflated, before temporal training) near chance: "
+                     f"{inflated:.3f} (independent real frames {table['independent']['identity_consistency']:.3f})")
+    for row, what in (("animated", "the model's own first frames animated (two-stage sampling)"),
+                      ("animated_real", "real first frames animated")):
+        if row in table:
+            lines.append(f"- {what}: identity consistency {table[row]['identity_consistency']:.3f}, frame agreement "
+                         f"{table[row]['frame_agreement']:.3f}")
+    return lines
 
 
 def main() -> None:

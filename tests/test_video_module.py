@@ -92,3 +92,28 @@ def test_bad_settings_are_one_line_errors():
         VideoDiffusion(**{**TINY, "context_frames": 4})
     with pytest.raises(PolydiffError, match="--model.temporal_heads"):
         VideoDiffusion(**{**TINY, "temporal_heads": 3})
+
+
+def test_known_frames_reach_the_network_in_training_and_in_sampling():
+    """The known frames are a condition, not only a loss mask: once the network's zero-initialised outputs are non-zero, other known content changes the loss on the unknown frames, and another first frame changes the frames
+    that animation generates after it (same seed)."""
+    torch.manual_seed(0)
+    model = VideoDiffusion(**TINY, known_frames_prob=1.0, cross_frame_resolutions=(8, 4),
+                           diffusion=DiffusionConfig(prediction="x0")).train()  # x0: no clamped samples
+    with torch.no_grad():  # every zero-initialised output (the U-Net's own last convolution too) made non-zero
+        for p in model.network.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    videos, labels = batch()
+    b = model.encode((videos, labels))
+    other = FrameCondition(b.cond.labels, batch(seed=1)[0], b.cond.mask)
+    gen = torch.Generator().manual_seed(1)
+    noise, logsnr = torch.randn(videos.shape, generator=gen), torch.zeros(6, dtype=torch.float64)
+    with torch.no_grad():
+        loss = denoising_loss(model.denoiser, videos, noise, logsnr, b.cond, b.mask)
+        loss_other = denoising_loss(model.denoiser, videos, noise, logsnr, other, b.mask)
+    assert (loss - loss_other).abs().min() > 1e-6
+    model.eval()
+    first = torch.rand(2, 1, 8, 8)
+    a = model.animate(first, seed=1)
+    c = model.animate(1 - first, seed=1)
+    assert (a[:, :, 1:] - c[:, :, 1:]).abs().amax(dim=(1, 3, 4)).min() > 1e-5  # every later frame of every clip

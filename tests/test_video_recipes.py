@@ -83,7 +83,8 @@ def test_polydiff_test_scores_the_model_beside_its_controls(tmp_path, image_ckpt
     main(["test", *common, "--ckpt_path", str(next(run.rglob("last.ckpt")))] + QUIET)
     payload = json.loads(next(run.rglob("metrics.json")).read_text())
     table = payload["table"]
-    assert set(table) == {"model", "real", "shuffled", "independent", "inflated", "frame_by_frame", "continued_2x"}
+    assert set(table) == {"model", "real", "shuffled", "independent", "inflated", "frame_by_frame", "continued_2x",
+                          "animated_real", "animated"}
     assert table["real"]["motion_residual"] < 1e-4  # constant speed per axis, bounces flip the sign only
     assert table["shuffled"]["motion_residual"] > 0.2 and table["independent"]["motion_residual"] > 0.2
     assert table["real"]["fd"] == pytest.approx(table["shuffled"]["fd"], rel=1e-6)  # the same frames, reordered

@@ -5,7 +5,9 @@ Rows: ``model`` (unconditional clips: a class label would hand the identity to e
 ``shuffled`` (real clips with their frames in random order), ``independent`` (real frames from different clips),
 ``inflated`` (the image checkpoint of ``training.init_from`` inflated, before any temporal training: the image model
 sampled frame by frame), ``frame_by_frame`` (this model, one frame at a time; only after joint image training),
-``continued_2x`` (the model's clips continued to twice the training length).
+``continued_2x`` (the model's clips continued to twice the training length), ``animated_real`` (the first frames of the
+real test clips animated: the known-frame conditioning), ``animated`` (the first frames of the model's own clips
+animated: two-stage sampling, a first frame then the clip that starts with it).
 """
 
 from typing import Any
@@ -64,6 +66,9 @@ def evaluate(model: Any, datamodule: Any, verbose: bool = True) -> dict[str, dic
     if model.eval_continuation:
         longer = model.extend(samples, 2 * model.frames, seed=1, progress=verbose)
         table["continued_2x"] = ev.report(longer * 2 - 1)
+    # the first frame given (known-frame conditioning): real test frames, and the model's own first frames
+    table["animated_real"] = ev.report(model.animate((real[:, :, 0] + 1) / 2, seed=2, progress=verbose) * 2 - 1)
+    table["animated"] = ev.report(model.animate(samples[:, :, 0], seed=3, progress=verbose) * 2 - 1)
     for row in table.values():
         row["fd_floor"], row["fd_ceiling"] = ev.fd_floor, ev.fd_ceiling
     if verbose:

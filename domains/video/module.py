@@ -44,6 +44,12 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         max_distance: frame offsets beyond this share one relative position bias (clips may be longer than trained).
         spacetime_resolutions: resolutions (pixels) where the temporal blocks also attend across space and time
             together (cheap at low resolution; lets frames follow an object that moves across the feature map).
+        cross_frame_resolutions: resolutions (pixels) where the temporal blocks also let every frame attend to all
+            pixels of the clip's first frame and of its previous frame (carries the identity to every frame at full
+            resolution; see :class:`~polydiff.domains.video.network.CrossFrameAttention`).
+        clip_context: pool one vector per clip from all its frames at the bottleneck and add it to every frame's
+            embedding, where the class label goes (the identity of a moving object, whatever pixel it is at; see
+            :class:`~polydiff.domains.video.network.ClipContext`).
         train_spatial: train the image layers too (False: freeze them and train only the temporal layers and the
             known-frame input, as AnimateDiff's motion modules on a frozen image model).
         image_prob: joint image + video training: the share of training batches in which each clip is replaced by one
@@ -83,6 +89,8 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         temporal_heads: int = 4,
         max_distance: int = 8,
         spacetime_resolutions: tuple[int, ...] = (4,),
+        cross_frame_resolutions: tuple[int, ...] = (),
+        clip_context: bool = False,
         train_spatial: bool = True,
         image_prob: float = 0.0,
         known_frames_prob: float = 0.5,
@@ -115,7 +123,8 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         try:
             self.network = SpaceTimeUNet(image_size, channels, model_channels, channel_mult, num_res_blocks,
                                          attention_resolutions, num_heads, dropout, num_classes, temporal_heads,
-                                         max_distance, spacetime_resolutions)
+                                         max_distance, spacetime_resolutions, cross_frame_resolutions,
+                                         clip_context)
         except ValueError as exc:
             raise PolydiffError(f"U-Net settings do not fit: {exc}; change --model.image_size, --model.channel_mult, "
                                 "--model.num_heads or --model.temporal_heads") from None

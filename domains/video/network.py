@@ -130,19 +130,76 @@ class SpaceTimeAttention(TemporalAttention):
         return x + out.reshape(b, frames, h * w, c).transpose(2, 3).reshape(bt, c, h, w)
 
 
-class TemporalBlock(nn.Module):
-    """A temporal convolution followed by temporal attention (and, at chosen resolutions, space-time attention), all
-    residual with zero-initialised outputs."""
+class CrossFrameAttention(nn.Module):
+    """Every frame attends to all pixels of its clip's first frame and of its previous frame, ``x + proj(attn(norm(x)))``
+    (Tune-A-Video's sparse-causal attention, Wu et al. 2023; Text2Video-Zero's cross-frame attention). Per-pixel
+    temporal attention can only carry what sits at the same pixel in every frame; a sprite that moves leaves it behind.
+    Attending over the whole first frame lets every frame, at every resolution, copy the clip's identity from wherever
+    it is in the first frame (the given image when animating, the first context frame when continuing), and the previous
+    frame gives it where the object just was. ``proj`` starts at zero."""
 
-    def __init__(self, channels: int, num_heads: int, max_distance: int, spacetime: bool = False) -> None:
+    def __init__(self, channels: int, num_heads: int) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"cross-frame attention width {channels} is not divisible by temporal_heads={num_heads}")
+        self.num_heads = num_heads
+        self.norm = group_norm(channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(channels, 2 * channels)
+        self.proj = zero_init(nn.Linear(channels, channels))
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        bt, c, h, w = x.shape
+        b, n, d = bt // frames, h * w, c // self.num_heads
+        tokens = self.norm(x).reshape(b, frames, c, n).transpose(2, 3)  # [b, T, hw, c]
+        previous = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)  # frame t-1 (frame 0 for frame 0)
+        context = torch.cat([tokens[:, :1].expand(b, frames, n, c), previous], dim=2)  # [b, T, 2 hw, c]
+        q = self.q(tokens).reshape(bt, n, self.num_heads, d).transpose(1, 2)
+        k, v = self.kv(context).reshape(bt, 2 * n, 2, self.num_heads, d).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # [b*T, heads, hw, d]
+        out = self.proj(out.transpose(1, 2).reshape(bt, n, c))
+        return x + out.transpose(1, 2).reshape(bt, c, h, w)
+
+
+class ClipContext(nn.Module):
+    """One vector per clip, pooled from the features of all its frames, added to every frame's embedding.
+
+    The identity of a moving object is what its frames share wherever the object is; a sum over pixels does not move
+    with it. Attention pooling (a learned score per token, softmax over every pixel of every frame of the clip: the known
+    frames, whose features carry the given image, can take the weight) gives ``[B, C]``; an MLP whose last layer starts
+    at zero maps it into the embedding that the residual blocks read (where the class embedding goes), so the up path
+    of every frame is told, like by a class label, what the clip shows. Zero at initialisation."""
+
+    def __init__(self, channels: int, emb_dim: int) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.score = nn.Linear(channels, 1)
+        self.mlp = nn.Sequential(nn.Linear(channels, emb_dim), nn.SiLU(), zero_init(nn.Linear(emb_dim, emb_dim)))
+
+    def forward(self, x: Tensor, frames: int) -> Tensor:
+        """``x [B*T, C, H, W]`` -> ``[B*T, emb_dim]`` (the clip's vector repeated for each of its frames)."""
+        bt, c, h, w = x.shape
+        tokens = self.norm(x).reshape(bt // frames, frames, c, h * w).transpose(2, 3).reshape(bt // frames, -1, c)
+        weights = torch.softmax(self.score(tokens), dim=1)  # [B, T*H*W, 1]
+        return self.mlp((weights * tokens).sum(1)).repeat_interleave(frames, dim=0)
+
+
+class TemporalBlock(nn.Module):
+    """A temporal convolution followed by temporal attention (and, at chosen resolutions, space-time attention and
+    cross-frame attention), all residual with zero-initialised outputs."""
+
+    def __init__(self, channels: int, num_heads: int, max_distance: int, spacetime: bool = False,
+                 cross_frame: bool = False) -> None:
         super().__init__()
         self.conv = TemporalConv(channels)
         self.attn = TemporalAttention(channels, num_heads, max_distance)
         self.spacetime = SpaceTimeAttention(channels, num_heads, max_distance) if spacetime else None
+        self.cross_frame = CrossFrameAttention(channels, num_heads) if cross_frame else None
 
     def forward(self, x: Tensor, frames: int) -> Tensor:
         x = self.attn(self.conv(x, frames), frames)
-        return x if self.spacetime is None else self.spacetime(x, frames)
+        x = x if self.spacetime is None else self.spacetime(x, frames)
+        return x if self.cross_frame is None else self.cross_frame(x, frames)
 
 
 def _width(layers: nn.ModuleList) -> Optional[int]:
@@ -161,20 +218,26 @@ class SpaceTimeUNet(UNet):
         temporal_heads: heads of the temporal attention.
         max_distance: frame offsets beyond this share one relative position bias.
         spacetime_resolutions: resolutions (pixels) whose temporal blocks also attend across space and time together.
+        cross_frame_resolutions: resolutions (pixels) whose temporal blocks also attend from every frame to the whole
+            first and previous frames (:class:`CrossFrameAttention`).
+        clip_context: pool one vector per clip at the bottleneck and add it to the embedding of every frame for the rest
+            of the network (:class:`ClipContext`).
     """
 
     def __init__(self, image_size: int = 16, in_channels: int = 1, model_channels: int = 64,
                  channel_mult: Sequence[int] = (1, 2, 2), num_res_blocks: int = 2,
                  attention_resolutions: Sequence[int] = (8,), num_heads: int = 4, dropout: float = 0.0,
                  num_classes: int = 0, temporal_heads: int = 4, max_distance: int = 8,
-                 spacetime_resolutions: Sequence[int] = ()) -> None:
+                 spacetime_resolutions: Sequence[int] = (), cross_frame_resolutions: Sequence[int] = (),
+                 clip_context: bool = False) -> None:
         super().__init__(image_size, in_channels, model_channels, channel_mult, num_res_blocks, attention_resolutions,
                          num_heads, dropout, num_classes)
 
         def block(layers: nn.ModuleList, res: int) -> nn.Module:
             width = _width(layers)
             return nn.Identity() if width is None else TemporalBlock(width, temporal_heads, max_distance,
-                                                                      res in spacetime_resolutions)
+                                                                      res in spacetime_resolutions,
+                                                                      res in cross_frame_resolutions)
 
         # the resolution each stage's output has (a Downsample stage halves it, an up stage ending in Upsample doubles it)
         res, down = image_size, []
@@ -183,12 +246,14 @@ class SpaceTimeUNet(UNet):
             down.append(block(layers, res))
         self.temporal_down = nn.ModuleList(down)
         self.temporal_middle = TemporalBlock(self.middle[-1].conv2.out_channels, temporal_heads, max_distance,
-                                             res in spacetime_resolutions)
+                                             res in spacetime_resolutions, res in cross_frame_resolutions)
         up = []
         for layers in self.up:
             res *= 2 if isinstance(layers[-1], Upsample) else 1
             up.append(block(layers, res))
         self.temporal_up = nn.ModuleList(up)
+        self.temporal_context = (ClipContext(self.middle[-1].conv2.out_channels, 4 * model_channels) if clip_context
+                                 else None)
         # known frames (times their mask) and the mask, per frame, added after the input convolution
         self.frame_cond_conv = zero_init(nn.Conv2d(in_channels + 1, model_channels, 3, padding=1))
 
@@ -199,8 +264,8 @@ class SpaceTimeUNet(UNet):
 
     def temporal_parameters(self) -> list[nn.Parameter]:
         """The parameters the image U-Net does not have: the temporal blocks and the known-frame convolution."""
-        mods = [self.temporal_down, self.temporal_middle, self.temporal_up, self.frame_cond_conv]
-        return [p for m in mods for p in m.parameters()]
+        mods = [self.temporal_down, self.temporal_middle, self.temporal_up, self.temporal_context, self.frame_cond_conv]
+        return [p for m in mods if m is not None for p in m.parameters()]
 
     @staticmethod
     def _stage(layers: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
@@ -233,6 +298,8 @@ class SpaceTimeUNet(UNet):
             skips.append(h)
         h = self.middle[0](h, emb)
         h = mix(self.temporal_middle, h)
+        if temporal and self.temporal_context is not None:
+            emb = emb + self.temporal_context(h, frames)  # what the clip shows, for the rest of the network
         for layer in self.middle[1:]:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         for layers, block in zip(self.up, self.temporal_up):
