@@ -213,3 +213,14 @@ def test_latent_bad_inputs(tmp_path, ae_ckpt, cli_error):
     model = ImageDiffusion(autoencoder=str(ae_ckpt), model_channels=16, channel_mult=(1, 2), attention_resolutions=())
     with pytest.raises(PolydiffError, match="no latent scale factor"):
         model.sample(2, steps=1)
+
+
+def test_export_keeps_the_scale_factor(tmp_path, ae_ckpt):
+    run = tmp_path / "fit"
+    main(["fit", "--config", LATENT, "--model.autoencoder", str(ae_ckpt), *SMALL_UNET, *QUIET, "--trainer.max_steps=1",
+          "--trainer.limit_val_batches=0", "--trainer.default_root_dir", str(run)])
+    ckpt = next(run.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
+    main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "export")])
+    exported = load(str(tmp_path / "export"))
+    assert float(exported.latent.scale_factor) == float(load(str(ckpt)).latent.scale_factor)
+    assert exported.latent.measured

@@ -12,10 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with the largest divisor of ``channels`` up to 32 groups."""
-    return nn.GroupNorm(max(g for g in range(1, 33) if channels % g == 0), channels)
+from polydiff.domains.image.unet import group_norm
 
 
 def conv(dims: int, in_ch: int, out_ch: int, kernel: int = 3, stride: int = 1) -> nn.Module:
