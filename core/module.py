@@ -7,20 +7,26 @@ and how to write samples (``write_samples``). Schedules, losses and samplers sta
 """
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import torch
 from torch import Tensor, nn
 
 from polydiff.core import parameterization as P
 from polydiff.core.base import PolydiffModule, TrainingConfig
+from polydiff.core.cld import CLD_PROCESSES, CriticallyDampedLangevin
+from polydiff.core.cld_samplers import CLD_SAMPLERS, cld_sample
+from polydiff.core.cld_score import CLDScoreModel, hsm_loss, sample_cld_times
 from polydiff.core.denoiser import NetworkDenoiser
 from polydiff.core.objective import ObjectiveConfig, denoising_loss, sample_logsnr
 from polydiff.core.parameterization import Prediction
-from polydiff.core.processes import ProcessName, process_by_name
+from polydiff.core.processes import PROCESSES, process_by_name
 from polydiff.core.samplers import SAMPLERS
 from polydiff.core.sampling import SamplerConfig, sample
 from polydiff.core.utils import PolydiffError
+
+#: every process a config accepts: the Gaussian ones and critically damped Langevin diffusion (augmented state)
+ProcessName = Literal[tuple(PROCESSES) + tuple(CLD_PROCESSES)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -28,13 +34,18 @@ class DiffusionConfig:
     """The forward process and what the network predicts.
 
     Args:
-        process: noise process: vp_linear (DDPM), vp_cosine, edm (variance exploding), flow (rectified flow).
+        process: noise process: vp_linear (DDPM), vp_cosine, edm (variance exploding), flow (rectified flow), cld
+            (critically damped Langevin diffusion: data and velocity, hybrid score matching, samplers cld_em and
+            cld_sscs; prediction must be eps, read as the velocity noise).
         logsnr_shift: constant added to the schedule's log-SNR (SD3 shift s equals -2 ln s); can differ at sampling.
         prediction: network target: eps, x0, v, velocity (flow matching) or edm (EDM preconditioning).
         sigma_data: standard deviation of the data (input scaling, EDM preconditioning).
         beta_min: vp_linear only: continuous-time beta(0). A discrete DDPM schedule of T linear betas b_1..b_T is
             beta_min = T b_1, beta_max = T b_T (DDPM: 0.1, 20; DiffWave's T = 50, 1e-4..0.05: 0.005, 2.5).
         beta_max: vp_linear only: continuous-time beta(1).
+        cld_beta: cld only: constant time scale beta of the SDE (Dockhorn et al. 2022: 4).
+        cld_m_inv: cld only: inverse mass M^-1 (paper: 4); the friction is critical, Gamma = 2 sqrt(M).
+        cld_gamma: cld only: initial velocity variance in units of M (paper: 0.04).
     """
 
     process: ProcessName = "vp_cosine"
@@ -43,6 +54,9 @@ class DiffusionConfig:
     sigma_data: float = 1.0
     beta_min: float = 0.1
     beta_max: float = 20.0
+    cld_beta: float = 4.0
+    cld_m_inv: float = 4.0
+    cld_gamma: float = 0.04
 
 
 @dataclass
@@ -74,7 +88,7 @@ class DiffusionModule(PolydiffModule):
         training: optimiser settings and fine-tuning start point.
     """
 
-    sampler_names: ClassVar[tuple[str, ...]] = tuple(SAMPLERS)
+    sampler_names: ClassVar[tuple[str, ...]] = tuple(SAMPLERS) + tuple(CLD_SAMPLERS)
 
     def __init__(
         self,
@@ -86,9 +100,18 @@ class DiffusionModule(PolydiffModule):
         super().__init__(sampler, training)
         self.diffusion_config = diffusion
         self.objective = objective
-        self.process = process_by_name(diffusion.process, diffusion.logsnr_shift, beta_min=diffusion.beta_min,
-                                       beta_max=diffusion.beta_max)
         P.check_prediction(diffusion.prediction)
+        #: critically damped Langevin diffusion: its own loss (HSM), score model and samplers (core/cld*.py)
+        self.is_cld = diffusion.process in CLD_PROCESSES
+        if self.is_cld:
+            if diffusion.prediction != "eps" or objective.time_sampling != "uniform" or objective.weighting != "native":
+                raise PolydiffError("process cld trains the velocity noise by hybrid score matching with uniform times: "
+                                    "set --model.diffusion.prediction eps, --model.objective.time_sampling uniform and "
+                                    "--model.objective.weighting native")
+            self.process = CriticallyDampedLangevin(diffusion.cld_beta, diffusion.cld_m_inv, diffusion.cld_gamma)
+        else:
+            self.process = process_by_name(diffusion.process, diffusion.logsnr_shift, beta_min=diffusion.beta_min,
+                                           beta_max=diffusion.beta_max)
         self.network: nn.Module | None = None
 
     # ------------------------------------------------------------------ hooks for domains
@@ -121,12 +144,16 @@ class DiffusionModule(PolydiffModule):
 
     # ------------------------------------------------------------------ the denoiser
     @property
-    def denoiser(self) -> NetworkDenoiser:
+    def denoiser(self) -> NetworkDenoiser | CLDScoreModel:
+        """The network as the samplers see it: a :class:`NetworkDenoiser` (``x0_hat``), or for CLD a
+        :class:`CLDScoreModel` (the velocity noise ``eps_v_hat`` of the state ``(x, v)``)."""
         if self.network is None:
             raise PolydiffError(f"{type(self).__name__} did not build a network")
         if getattr(self, "_denoiser", None) is None or self._denoiser.network is not self.network:
-            object.__setattr__(self, "_denoiser", NetworkDenoiser(
-                self.network, self.process, self.diffusion_config.prediction, self.diffusion_config.sigma_data))
+            cfg = self.diffusion_config
+            model = (CLDScoreModel(self.network, self.process, cfg.sigma_data) if self.is_cld else
+                     NetworkDenoiser(self.network, self.process, cfg.prediction, cfg.sigma_data))
+            object.__setattr__(self, "_denoiser", model)
         return self._denoiser
 
     # ------------------------------------------------------------------ training
@@ -135,11 +162,17 @@ class DiffusionModule(PolydiffModule):
         x0, cond = batch.x0, batch.cond
         n = x0.shape[0]
         obj = self.objective
-        lam = sample_logsnr(self.process, n, obj.time_sampling, obj.time_loc, obj.time_scale, generator, x0.device)
+        if self.is_cld:
+            t = sample_cld_times(self.process, n, generator)
+        else:
+            lam = sample_logsnr(self.process, n, obj.time_sampling, obj.time_loc, obj.time_scale, generator, x0.device)
         if obj.cond_dropout > 0 and cond is not None:
             drop = torch.rand(n, generator=generator, device="cpu" if generator is None else generator.device)
             cond = self.drop_condition(cond, (drop < obj.cond_dropout).to(x0.device))
         noise = self.sample_noise(x0, generator)
+        if self.is_cld:
+            return hsm_loss(self.denoiser, x0, t.to(x0.device), noise, self.sample_noise(x0, generator), cond,
+                            batch.mask)
         return denoising_loss(self.denoiser, x0, noise, lam, cond, batch.mask, obj.weighting, obj.min_snr_gamma)
 
     def training_loss(self, batch: DiffusionBatch) -> Tensor:
@@ -186,10 +219,18 @@ class DiffusionModule(PolydiffModule):
         null = self.null_condition(cond) if cond is not None else None
         was_training = self.training
         self.eval()
+        if self.is_cld != (cfg.name in CLD_SAMPLERS):
+            raise PolydiffError(f"sampler {cfg.name!r} does not fit process {self.diffusion_config.process!r}: CLD models "
+                                f"sample with {list(CLD_SAMPLERS)}, the others with {list(SAMPLERS)}")
+        if self.is_cld and x_init is not None:
+            raise PolydiffError("CLD samplers start from their own (x, v) prior; x_init is not supported")
         try:
             model = denoiser if denoiser is not None else self.denoiser
-            x = sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
-                       progress=progress, x_init=x_init)
+            if self.is_cld:
+                x = cld_sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device)
+            else:
+                x = sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
+                           progress=progress, x_init=x_init)
         finally:
             self.train(was_training)
         return x.float()

@@ -38,6 +38,8 @@ class NoiseProcess(ABC):
 
     #: name used in configs and checkpoints
     name: str = ""
+    #: the network's input is this many times the data's width (1: x_t alone; CLD's state (x, v) is 2)
+    state_multiplier: int = 1
 
     def __init__(self, logsnr_shift: float = 0.0) -> None:
         self.logsnr_shift = float(logsnr_shift)

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor
 
+from polydiff.core.cld_samplers import CLD_SAMPLERS
 from polydiff.core.denoiser import Denoiser
 from polydiff.core.grids import FinalStep, GridKind, make_grid
 from polydiff.core.guidance import ClassifierFreeGuidance
@@ -14,7 +15,7 @@ from polydiff.core.samplers import SAMPLERS
 from polydiff.core.utils import PolydiffError
 
 #: the sampler names, taken from the registry (the one source: a sampler added there is a valid config value here)
-SamplerName = Literal[tuple(SAMPLERS)]  # type: ignore[valid-type]
+SamplerName = Literal[tuple(SAMPLERS) + tuple(CLD_SAMPLERS)]  # type: ignore[valid-type]
 
 
 @dataclass
@@ -25,7 +26,9 @@ class SamplerConfig:
         name: sampler: ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde, flow_euler, dpmpp_3m, dpmpp_3m_sde,
             unipc (UniPC-2 bh2 with UniC corrector), dpmpp_3m_unic (DPM-Solver++ 3M with the UniC-3 corrector),
             unipc_1 (the DDIM step with UniC-1, bh1: best below ~8 evaluations), unipc_3 (UniPC-3, bh2),
-            consistency (multistep consistency sampling of a few-step student, polydiff.core.fewstep).
+            consistency (multistep consistency sampling of a few-step student, polydiff.core.fewstep); for the cld
+            process: cld_em (Euler-Maruyama) and cld_sscs (symmetric splitting CLD sampler), on the grids uniform_t or
+            uniform_logsnr (of x_t), whose last step is a denoising step.
         steps: number of grid intervals (network evaluations for all but heun, which uses 2 steps - 1).
         grid: step grid: karras (rho-spaced sigmas), uniform_logsnr, uniform_t.
         final_step: zero (last step to sigma = 0), min (stop at sigma_min), denoise (stop at sigma_min, return x0_hat).

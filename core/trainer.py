@@ -10,6 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint, P
 from lightning.pytorch.loggers import CSVLogger
 
 from polydiff.core.base import PolydiffModule
+from polydiff.core.cld_samplers import CLD_SAMPLERS
 from polydiff.core.discrete.sampling import SAMPLERS as CATEGORICAL_SAMPLERS
 from polydiff.core.loss_curve import LossCurve
 from polydiff.core.prediction_writer import PredictionFiles
@@ -18,7 +19,7 @@ from polydiff.core.utils import PolydiffError
 
 #: every sampler name ``polydiff sample --sampler`` accepts (Gaussian and categorical registries: the one source);
 #: the parser checks it before any checkpoint is read, the model then checks that it fits its kind
-AnySamplerName = Literal[tuple(SAMPLERS) + tuple(CATEGORICAL_SAMPLERS)]  # type: ignore[valid-type]
+AnySamplerName = Literal[tuple(SAMPLERS) + tuple(CLD_SAMPLERS) + tuple(CATEGORICAL_SAMPLERS)]  # type: ignore[valid-type]
 
 
 @runtime_checkable

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from polydiff.core import parameterization as P
 from polydiff.core.base import PolydiffModule
+from polydiff.core.cld import CLD_PROCESSES
+from polydiff.core.cld_samplers import CLD_SAMPLERS
 from polydiff.core.discrete.module import DiscreteDiffusionModule
 from polydiff.core.discrete.sampling import SAMPLERS as CATEGORICAL_SAMPLERS
 from polydiff.core.discrete.sampling import CategoricalSamplerConfig
@@ -25,9 +27,9 @@ def _choices(cls, field: str) -> tuple[str, ...]:
 
 
 def test_config_choices_are_the_registries():
-    assert _choices(SamplerConfig, "name") == tuple(SAMPLERS)
+    assert _choices(SamplerConfig, "name") == tuple(SAMPLERS) + tuple(CLD_SAMPLERS)
     assert _choices(CategoricalSamplerConfig, "name") == tuple(CATEGORICAL_SAMPLERS)
-    assert _choices(DiffusionConfig, "process") == tuple(PROCESSES)
+    assert _choices(DiffusionConfig, "process") == tuple(PROCESSES) + tuple(CLD_PROCESSES)
     assert _choices(DiffusionConfig, "prediction") == tuple(P.PREDICTIONS)
     assert _choices(SamplerConfig, "grid") == GRID_KINDS
     assert _choices(SamplerConfig, "final_step") == FINAL_STEPS
@@ -37,9 +39,9 @@ def test_config_choices_are_the_registries():
 def test_sample_subcommand_offers_every_sampler_and_is_typed_against_the_base():
     hints = typing.get_type_hints(PolydiffTrainer.sample)
     (literal, _none) = typing.get_args(hints["sampler"])
-    assert typing.get_args(literal) == tuple(SAMPLERS) + tuple(CATEGORICAL_SAMPLERS)
+    assert typing.get_args(literal) == tuple(SAMPLERS) + tuple(CLD_SAMPLERS) + tuple(CATEGORICAL_SAMPLERS)
     assert hints["model"] is PolydiffModule
-    assert DiffusionModule.sampler_names == tuple(SAMPLERS)
+    assert DiffusionModule.sampler_names == tuple(SAMPLERS) + tuple(CLD_SAMPLERS)
     assert DiscreteDiffusionModule.sampler_names == tuple(CATEGORICAL_SAMPLERS)
 
 

@@ -112,9 +112,10 @@ class ImageDiffusion(PromptAPI, ImageSamplingAPI, DiffusionModule):
         self.text = text
         encoder = None if text is None else build_encoder(text)
         try:
-            unet = UNet(net_size, net_channels, model_channels, channel_mult,
+            # the process's state may be wider than the data (CLD: data and velocity); the output is the data's width
+            unet = UNet(net_size, net_channels * self.process.state_multiplier, model_channels, channel_mult,
                         num_res_blocks, attention_resolutions, num_heads, dropout, num_classes,
-                        context_dim=0 if encoder is None else encoder_width(encoder))
+                        context_dim=0 if encoder is None else encoder_width(encoder), out_channels=net_channels)
             self.network = unet if encoder is None else TextUNet(unet, encoder, frozen=bool(text.freeze and
                                                                                             text.pretrained))
         except ValueError as exc:

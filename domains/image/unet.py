@@ -121,7 +121,7 @@ class UNet(nn.Module):
 
     Args:
         image_size: height and width of the input (must be divisible by ``2 ** (len(channel_mult) - 1)``).
-        in_channels: image channels (1 grayscale, 3 RGB); the output has as many.
+        in_channels: image channels (1 grayscale, 3 RGB); the output has as many unless ``out_channels`` is set.
         model_channels: base width.
         channel_mult: width multiplier per resolution level; one level per entry, halving the resolution between levels.
         num_res_blocks: residual blocks per level on the way down (the way up has one more, as in ADM).
@@ -131,6 +131,8 @@ class UNet(nn.Module):
         num_classes: number of classes (0: unconditional). Class ``num_classes`` is the null class of guidance.
         context_dim: width of a context sequence (text encoder states) that cross-attention blocks read after every
             self-attention block (0: none). ``forward`` then takes ``context`` and its padding ``context_mask``.
+        out_channels: output channels when they differ from the input's (0: as many as ``in_channels``); CLD's
+            network sees the data and its velocity (2C channels) and outputs C.
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         num_classes: int = 0,
         context_dim: int = 0,
+        out_channels: int = 0,
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
@@ -194,7 +197,7 @@ class UNet(nn.Module):
                     res *= 2
                 self.up.append(layers)
         self.out_norm = group_norm(ch)
-        self.out_conv = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+        self.out_conv = zero_init(nn.Conv2d(ch, out_channels or in_channels, 3, padding=1))
 
     def embed(self, c_noise: Tensor, cond: Optional[Tensor], batch: int) -> Tensor:
         """Noise-level embedding plus the class embedding (the null class when ``cond`` is None)."""

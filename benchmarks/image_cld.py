@@ -1,0 +1,90 @@
+"""CLD on digits: SSCS against Euler-Maruyama at equal network evaluations, beside a VP model of the same network and
+training time.
+
+    .venv/bin/python benchmarks/image_cld.py --cld runs/image/digits_cld/.../last.ckpt --vp <VP checkpoint>
+
+For the CLD checkpoint (recipes/image/digits_cld.yaml) it draws ``--num_samples`` class-conditional digits (classes 0-9 in
+turn, seed 0, the checkpoint's guidance) with SSCS and with Euler-Maruyama at each of ``--steps`` evaluations per
+sample and per grid of ``--grids``; for the VP control (recipes/image/digits.yaml trained for the same time) it does the
+same with DDPM's ancestral sampler (the SDE counterpart of Euler-Maruyama) and DPM-Solver++ 2M. Every set is scored by
+the evaluator of ``polydiff test`` (:class:`polydiff.domains.image.metrics.ImageEvaluator`: classifier-feature Fréchet
+distance against the test split with its floor, train vs test, and ceiling, noise vs test; class accuracy). Writes the
+"cld" section of docs/benchmarks/cld.md and prints the command that reproduces it.
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _doc import command_line, provenance, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cld", required=True, help="checkpoint of recipes/image/digits_cld.yaml")
+    p.add_argument("--vp", required=True, help="checkpoint of the VP-cosine digits recipe trained for the same time")
+    p.add_argument("--steps", default="20,50", help="network evaluations per sample (before guidance's factor 2)")
+    p.add_argument("--grids", default="uniform_logsnr", help="CLD time grids, comma-separated (uniform_logsnr, uniform_t)")
+    p.add_argument("--vp_samplers", default="ddpm,dpmpp_2m", help="samplers of the VP control")
+    p.add_argument("--num_samples", type=int, default=1000)
+    p.add_argument("--notes", default="", help="markdown under the table (how the checkpoints were trained)")
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "cld.md"))
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    from polydiff.core import load
+    from polydiff.core.samplers import network_evaluations
+    from polydiff.datasets.digits import DigitsDataModule
+    from polydiff.domains.image.metrics import ImageEvaluator
+
+    dm = DigitsDataModule()
+    ev = ImageEvaluator(*dm.split_tensors("train"), *dm.split_tensors("test"), 10)
+    steps = [int(s) for s in args.steps.split(",")]
+    classes = torch.arange(args.num_samples) % 10
+    runs = [(args.cld, "cld_sscs", grid, n) for grid in args.grids.split(",") for n in steps]
+    runs += [(args.cld, "cld_em", grid, n) for grid in args.grids.split(",") for n in steps]
+    runs += [(args.vp, name, None, n) for name in args.vp_samplers.split(",") for n in steps]
+    models, rows, trained = {}, [], {}
+    for path, name, grid, n in runs:
+        if path not in models:
+            models[path] = load(path)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            trained[path] = f"{ckpt.get('global_step')} steps ({ckpt.get('epoch')} epochs)"
+        model = models[path]
+        cfg = model.resolve_sampler(name=name, steps=n, **({"grid": grid} if grid else {}))
+        t0 = time.time()
+        images = model.sample_images(args.num_samples, classes, sampler=cfg, seed=0)
+        secs = time.time() - t0
+        r = ev.report(images * 2 - 1, classes)
+        process = model.diffusion_config.process
+        nfe = (n if model.is_cld else network_evaluations(name, n)) * (2 if cfg.guidance != 1 else 1)
+        rows.append(f"| {process} ({trained[path]}) | {name} | {cfg.grid} | {n} | {nfe} | {r['fd']:.1f} | "
+                    f"{r['fd_relative']:.4f} | {100 * r['class_accuracy']:.1f} % | {secs:.0f} |")
+        print(rows[-1], flush=True)
+    text = "\n".join([
+        "## CLD: SSCS vs Euler-Maruyama on digits, beside VP of the same network and training time", "",
+        provenance(), "",
+        f"{args.num_samples} class-conditional samples per row (classes 0-9 in turn, seed 0, guidance "
+        f"{models[args.cld].sampler_config.guidance} as in the recipes), scored by `polydiff test`'s evaluator: "
+        f"classifier-feature FD against the {len(dm.split_tensors('test')[0])} test digits, with its floor "
+        f"{ev.fd_floor:.1f} (train split vs test split) and ceiling {ev.fd_ceiling:.1f} (noise images vs test split); "
+        "relative FD = (FD - floor) / (ceiling - floor); lower is better. Evaluations per sample count the CLD "
+        "samplers' last (denoising) step; network evaluations count both passes of guidance. The CLD U-Net is the VP "
+        "recipe's (same widths, depth, attention, class embedding) with 2 input channels (image and velocity) instead "
+        "of 1.", "",
+        "| model (training) | sampler | grid | evaluations per sample | network evaluations | FD | relative FD | "
+        "class accuracy | seconds |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        *([args.notes, ""] if args.notes else []),
+        f"Reproduce: `{command_line()}`"])
+    write_section(args.out, "cld", text, title="# CLD")
+    print(f"wrote {args.out}\nreproduce: {command_line()}")
+
+
+if __name__ == "__main__":
+    main()
