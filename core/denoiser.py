@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from polydiff.core import parameterization as P
 from polydiff.core.processes import NoiseProcess
-from polydiff.core.utils import append_dims
+from polydiff.core.utils import PolydiffError, append_dims
 
 
 class Denoiser(Protocol):
@@ -58,3 +58,12 @@ class NetworkDenoiser(nn.Module):
         alpha, sigma = self.process.alpha_sigma(logsnr)
         a, s = append_dims(alpha, x.ndim), append_dims(sigma, x.ndim)
         return self._target.to_x0(out.double(), x.double(), a, s, self.sigma_data)
+
+
+def require_gaussian(model: Any, what: str) -> None:
+    """Refuse, with a clear error, a model whose process is not a Gaussian :class:`NoiseProcess` (CLD's velocity-score
+    model has no ``x0_hat`` and no log-SNR family): ``what`` (inpainting, the likelihood) is defined for those only."""
+    process = getattr(model, "process", None)
+    if not isinstance(process, NoiseProcess):
+        raise PolydiffError(f"{what} needs a Gaussian process (vp_linear, vp_cosine, edm, flow), not "
+                            f"{getattr(process, 'name', process)!r}; use a model trained with one of them")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from polydiff.core.denoiser import Denoiser
+from polydiff.core.denoiser import Denoiser, require_gaussian
 from polydiff.core.grids import make_grid
 from polydiff.core.samplers import ddim_step
 from polydiff.core.utils import PolydiffError
@@ -59,6 +59,7 @@ def inpaint(
         sigma_min: smallest noise level of the grid (VE units).
         sigma_max: largest noise level (VE units; None: the process's prior end).
     """
+    require_gaussian(model, "inpainting")
     if resample < 1:
         raise PolydiffError(f"resample must be at least 1, got {resample}")
     device = known.device

@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 import torch
 from torch import Tensor
 
-from polydiff.core.denoiser import Denoiser
+from polydiff.core.denoiser import Denoiser, require_gaussian
 from polydiff.core.utils import PolydiffError, append_dims
 
 
@@ -61,6 +61,7 @@ def ode_nll(model: Denoiser, x: Tensor, cond: Any = None, sigma_min: float = 1e-
             steps: int = 64, divergence: Literal["exact", "hutchinson"] = "hutchinson",
             generator: Optional[torch.Generator] = None) -> Tensor:
     """Negative log-likelihood in nats ``[B]`` of data ``x`` (in the model's data space) by the probability-flow ODE."""
+    require_gaussian(model, "the probability-flow likelihood")
     if divergence not in ("exact", "hutchinson"):
         raise PolydiffError(f"unknown divergence {divergence!r}; choose exact or hutchinson")
     if steps < 1 or not 0 < sigma_min < sigma_max:
@@ -94,6 +95,7 @@ def ode_nll(model: Denoiser, x: Tensor, cond: Any = None, sigma_min: float = 1e-
 def elbo_nll(model: Denoiser, x: Tensor, cond: Any = None, logsnr_min: float = -13.0, logsnr_max: float = 13.0,
              num_times: int = 32, generator: Optional[torch.Generator] = None) -> Tensor:
     """``-ELBO`` in nats ``[B]`` (an upper bound on the NLL) of data ``x``, with ``num_times`` stratified log-SNRs."""
+    require_gaussian(model, "the ELBO")
     if not logsnr_min < logsnr_max or num_times < 1:
         raise PolydiffError(f"need logsnr_min < logsnr_max and num_times >= 1 (got {logsnr_min}, {logsnr_max}, "
                             f"{num_times})")

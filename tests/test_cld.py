@@ -241,3 +241,15 @@ def test_cld_refuses_other_prediction_targets_and_gaussian_processes_refuse_cld_
     vp = ImageDiffusion(model_channels=16, channel_mult=(1, 2), attention_resolutions=())
     with pytest.raises(PolydiffError, match="does not fit process"):
         vp.sample(2, sampler="cld_sscs", steps=3)
+
+
+def test_inpainting_and_likelihood_refuse_a_cld_model_with_a_clear_error():
+    from polydiff.core.module import DiffusionConfig
+    from polydiff.domains.image import ImageDiffusion
+
+    cld = ImageDiffusion(model_channels=16, channel_mult=(1, 2), attention_resolutions=(),
+                         diffusion=DiffusionConfig(process="cld"))
+    with pytest.raises(PolydiffError, match="the ELBO needs a Gaussian process"):
+        cld.bits_per_dim(torch.zeros(2, 1, 16, 16))
+    with pytest.raises(PolydiffError, match="inpainting needs a Gaussian process"):
+        cld.inpaint(torch.zeros(2, 1, 16, 16), torch.ones(1, 1, 16, 16))
