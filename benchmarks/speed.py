@@ -70,6 +70,10 @@ PAIRS = {
     "dpmpp_2m_sde": ("DPMSolverMultistepScheduler", {"solver_order": 2, "algorithm_type": "sde-dpmsolver++"}),
     "dpmpp_3m": ("DPMSolverMultistepScheduler", {"solver_order": 3}),
     "unipc": ("UniPCMultistepScheduler", {"solver_order": 2}),
+    "lms": ("LMSDiscreteScheduler", {}),
+    "plms": ("PNDMScheduler", {"skip_prk_steps": True}),
+    "deis_2": ("DEISMultistepScheduler", {"solver_order": 2}),
+    "deis": ("DEISMultistepScheduler", {"solver_order": 3}),
 }
 
 

@@ -150,11 +150,12 @@ def _heun_like(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any, generator
             callback(i, xv * a_hat, x0)
         # d = (x - x0) / sigma; Euler: x + dt d; Heun: x + dt (d + d_next) / 2 (scalars folded into add's alpha)
         dt = sig_next - sig_hat
-        diff = xv - x0
-        x_next = torch.add(xv, diff, alpha=dt / sig_hat)
+        x_next = xv.mul(sig_next / sig_hat).add_(x0, alpha=-dt / sig_hat)  # = xv + dt (xv - x0) / sig_hat
         if second_order and sig_next > 0:
             x0_next = _call(model, x_next * alpha[i + 1], logsnrs[i + 1], cond)
-            x_next = torch.add(xv, diff, alpha=dt / (2 * sig_hat)).add_(x_next - x0_next, alpha=dt / (2 * sig_next))
+            # xv + dt/2 (d + d_next), d = (xv - x0)/sig_hat, d_next = (x_next - x0_next)/sig_next, in four in-place ops
+            c, c_next = dt / (2 * sig_hat), dt / (2 * sig_next)
+            x_next = x_next.mul_(c_next).add_(xv, alpha=1 + c).add_(x0, alpha=-c).add_(x0_next, alpha=-c_next)
         xv = x_next
     return xv * alpha[-1]
 
@@ -438,6 +439,10 @@ def consistency(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any = None,
     return x
 
 
+# the linear multistep family (LMS, PLMS, DEIS) and DPM-Solver-fast build on the helpers above: imported after them
+from polydiff.core.multistep import deis, deis_2, deis_pc, lms, plms  # noqa: E402
+from polydiff.core.singlestep import dpm_fast  # noqa: E402
+
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm,
     "ddim": ddim,
@@ -452,6 +457,12 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "dpmpp_3m_unic": dpmpp_3m_unic,
     "unipc_1": unipc_1,
     "unipc_3": unipc_3,
+    "lms": lms,
+    "plms": plms,
+    "deis": deis,
+    "deis_2": deis_2,
+    "deis_pc": deis_pc,
+    "dpm_fast": dpm_fast,
     "consistency": consistency,
 }
 
@@ -459,6 +470,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 def network_evaluations(name: str, steps: int, final_step: str = "zero") -> int:
     """Number of network evaluations (NFE) of a sampler for a grid of ``steps`` intervals."""
     nfe = 2 * steps - (1 if final_step == "zero" else 0) if name == "heun" else steps
+    nfe += 1 if name == "plms" and steps > 1 else 0  # PLMS's Heun-like first step
     return nfe + (1 if final_step == "denoise" else 0)
 
 
