@@ -18,7 +18,7 @@ PNDM (PLMS), DEISMultistep 2/3, DPMSolverMultistep 2M/3M, DPMSolverSinglestep 2S
 reported per (target, NFE) for every budget from 4 to 20.
 
     .venv/bin/python benchmarks/samplers.py            # 512 samples, NFE 4..20, six targets (~20 min on one core)
-    .venv/bin/python benchmarks/samplers.py --full     # 2048 samples, NFE 4..20, 30, 50, a seventh target, finer reference
+    .venv/bin/python benchmarks/samplers.py --full     # 1024 samples, NFE 4..20, 30, 50, a seventh target, finer reference
 
 Writes docs/benchmarks/samplers.md (section "accuracy") and docs/benchmarks/samplers_error_vs_nfe.png.
 """
@@ -131,7 +131,7 @@ def steps_for(label: str, nfe: int) -> int:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--full", action="store_true", help="more samples, a fifth target, finer reference")
-    ap.add_argument("--samples", type=int, default=None, help="samples per target (default 512; full: 2048)")
+    ap.add_argument("--samples", type=int, default=None, help="samples per target (default 512; full: 1024)")
     ap.add_argument("--no-libs", action="store_true", help="polydiff only (diffusers / k-diffusion not installed)")
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "samplers.md"))
     ap.add_argument("--results", default=str(ROOT / "runs" / "bench" / "samplers_results.json"),
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_report(saved["results"], saved["notes"], args, saved["provenance"])
         return saved
     torch.set_num_threads(1)
-    n = args.samples or (2048 if args.full else 512)
+    n = args.samples or (1024 if args.full else 512)
     ref_steps = 1000 if args.full else 400
     nfes = [int(v) for v in args.nfes.split(",")] if args.nfes else (FULL_NFES if args.full else NFES)
     entries: dict[str, tuple[str, bool]] = {f"polydiff:{k}": ("polydiff", v[2]) for k, v in POLYDIFF.items()}
@@ -282,7 +282,8 @@ def write_report(results: list[dict], notes: list, args, prov: str) -> None:
     tnames = [t[0] for t in notes]
     nfes = sorted({r["budget"] for r in results})
     libs = sorted({r["lib"] for r in results}, key=["polydiff", "diffusers", "k-diffusion"].index)
-    lines = ["## Sampler accuracy with an exact score", "", prov, ""]
+    full = getattr(args, "full", False)
+    lines = ["## Sampler accuracy with an exact score" + (" (full run)" if full else ""), "", prov, ""]
     lines += [
         "Same closed-form mixture denoiser, Karras grid (sigma 80 → 0.002 → 0, rho 7), initial noise and NFE for every "
         "library. *Error* = RMS distance of the end point to the probability-flow ODE solution from the same noise "
@@ -339,7 +340,7 @@ def write_report(results: list[dict], notes: list, args, prov: str) -> None:
         lines.append("")
     lines += ["Cells: error / SW; stochastic samplers: SW only. [k]: the NFE actually used when it differs from the "
               "budget; —: no run fits the budget (the adaptive solver's smallest measured NFE is larger).", ""]
-    png = Path(args.out).with_name("samplers_error_vs_nfe.png")
+    png = Path(args.out).with_name("samplers_error_vs_nfe" + ("_full" if full else "") + ".png")
     from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, len(tnames), figsize=(3.6 * len(tnames), 3.6), squeeze=False)
@@ -375,7 +376,8 @@ def write_report(results: list[dict], notes: list, args, prov: str) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     lines += [f"![error vs NFE]({png.name})", ""]
-    write_section(args.out, "accuracy", "\n".join(lines), title="# Samplers: accuracy and speed")
+    write_section(args.out, "accuracy-full" if full else "accuracy", "\n".join(lines),
+                  title="# Samplers: accuracy and speed")
     print(f"wrote {args.out} and {png}")
 
 
