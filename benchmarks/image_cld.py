@@ -5,8 +5,8 @@ training time.
 
 For the CLD checkpoint (recipes/image/digits_cld.yaml) it draws ``--num_samples`` class-conditional digits (classes 0-9 in
 turn, seed 0, the checkpoint's guidance) with SSCS and with Euler-Maruyama at each of ``--steps`` evaluations per
-sample and per grid of ``--grids``; for the VP control (recipes/image/digits.yaml trained for the same time) it does the
-same with DDPM's ancestral sampler (the SDE counterpart of Euler-Maruyama) and DPM-Solver++ 2M. Every set is scored by
+sample and per grid of ``--grids``; for the VP control (recipes/image/digits.yaml trained for the same time) it runs
+DDPM's ancestral sampler (the SDE counterpart of Euler-Maruyama) and DPM-Solver++ 2M (``--vp_runs``). Every set is scored by
 the evaluator of ``polydiff test`` (:class:`polydiff.domains.image.metrics.ImageEvaluator`: classifier-feature Fréchet
 distance against the test split with its floor, train vs test, and ceiling, noise vs test; class accuracy). Writes the
 "cld" section of docs/benchmarks/cld.md and prints the command that reproduces it.
@@ -29,10 +29,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cld", required=True, help="checkpoint of recipes/image/digits_cld.yaml")
-    p.add_argument("--vp", required=True, help="checkpoint of the VP-cosine digits recipe trained for the same time")
+    p.add_argument("--vp", action="append", required=True,
+                   help="checkpoint of the VP-cosine digits recipe trained for the same time (repeatable: more controls)")
     p.add_argument("--steps", default="20,50", help="network evaluations per sample (before guidance's factor 2)")
     p.add_argument("--grids", default="uniform_logsnr", help="CLD time grids, comma-separated (uniform_logsnr, uniform_t)")
-    p.add_argument("--vp_samplers", default="ddpm,dpmpp_2m", help="samplers of the VP control")
+    p.add_argument("--vp_runs", default="ddpm:20,ddpm:50,dpmpp_2m:20,dpmpp_2m:50",
+                   help="sampler:steps pairs of the VP control, comma-separated")
     p.add_argument("--num_samples", type=int, default=1000)
     p.add_argument("--notes", default="", help="markdown under the table (how the checkpoints were trained)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "cld.md"))
@@ -49,7 +51,8 @@ def main() -> None:
     classes = torch.arange(args.num_samples) % 10
     runs = [(args.cld, "cld_sscs", grid, n) for grid in args.grids.split(",") for n in steps]
     runs += [(args.cld, "cld_em", grid, n) for grid in args.grids.split(",") for n in steps]
-    runs += [(args.vp, name, None, n) for name in args.vp_samplers.split(",") for n in steps]
+    vp_runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.vp_runs.split(",")]
+    runs += [(vp, name, None, n) for vp in args.vp for name, n in vp_runs]
     models, rows, trained = {}, [], {}
     for path, name, grid, n in runs:
         if path not in models:
