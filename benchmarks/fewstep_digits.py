@@ -12,8 +12,8 @@ writes one checkpoint per round). Every row: 1000 samples (classes 0-9 in turn, 
 evaluator (:class:`polydiff.domains.image.metrics.ImageEvaluator`: classifier-feature FD to the test split with its
 floor and ceiling, class accuracy) and the classifier "inception score" ``exp(E_x KL(p(y|x) || p(y)))``. Network
 evaluations count forward passes: a guided step costs two, so the teacher is tried unguided (steps = NFE) and guided
-(steps = NFE / 2) with DDIM, DPM-Solver++ 2M and UniPC-1 on the Karras grid (and the uniform-t grid up to 4 evaluations),
-and its best row (lowest FD) is kept. Students run unguided (they
+(steps = NFE / 2) with DDIM, DPM-Solver++ 2M and UniPC-1 on the Karras and uniform-t grids up to 4 evaluations (from 8
+on with the recipe's DPM-Solver++ 2M on the Karras grid), and its best row (lowest FD) is kept. Students run unguided (they
 learned the guided teacher). Controls measured in the same run: the train split (FD floor, inception score of real
 digits) and noise images (ceiling). The table goes into the ``fewstep`` section of ``docs/benchmarks.md``.
 """
@@ -115,8 +115,8 @@ def main() -> None:
             steps = nfe if guidance == 1.0 else nfe // 2
             if steps < 1 or (guidance != 1.0 and nfe % 2):
                 continue
-            for name in TEACHER_SAMPLERS:
-                # the uniform-t grid only helps at very few steps; from 8 evaluations on the recipe's Karras grid wins
+            # from 8 evaluations on, the recipe's sampler and grid (DPM-Solver++ 2M, Karras) lead (docs/benchmarks/image.md)
+            for name in TEACHER_SAMPLERS if nfe <= 4 else ("dpmpp_2m",):
                 for grid in TEACHER_GRIDS if nfe <= 4 else TEACHER_GRIDS[:1]:
                     imgs, secs = run(teacher, n, name, steps, guidance, grid)
                     r = score(ev, imgs, torch.arange(n) % 10)
