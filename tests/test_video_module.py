@@ -95,8 +95,9 @@ def test_bad_settings_are_one_line_errors():
 
 
 def test_known_frames_reach_the_network_in_training_and_in_sampling():
-    """The known frames are a condition, not only a loss mask: once the network's zero-initialised outputs are non-zero, other known content changes the loss on the unknown frames, and another first frame changes the frames
-    that animation generates after it (same seed)."""
+    """The known frames are a condition, not only a loss mask: once the network's zero-initialised outputs are non-zero,
+    other known content changes the loss on the unknown frames, and another first frame changes the frames that
+    animation generates after it (same seed)."""
     torch.manual_seed(0)
     model = VideoDiffusion(**TINY, known_frames_prob=1.0, cross_frame_resolutions=(8, 4),
                            diffusion=DiffusionConfig(prediction="x0")).train()  # x0: no clamped samples
