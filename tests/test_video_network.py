@@ -2,8 +2,11 @@
 by frame (float64, 1e-6), the temporal layers do mix frames once they are non-zero, and clips longer than the training
 length run through the clipped relative position bias."""
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 import polydiff.domains.image.unet as image_unet
 from polydiff.domains.image.unet import UNet
@@ -14,6 +17,7 @@ from polydiff.domains.video.network import (
     SpaceTimeAttention,
     SpaceTimeUNet,
     TemporalAttention,
+    TemporalBlock,
     to_frames,
     to_video,
 )
@@ -219,3 +223,47 @@ def test_clip_context_is_one_attention_pooled_vector_per_clip_for_each_of_its_fr
     x2[t + 1] += torch.randn(x[0].shape, generator=gen, dtype=torch.float64)  # one frame of clip 1
     change = (layer(x2, t) - layer(x, t)).abs().amax(1).reshape(b, t)
     assert (change[1] > 1e-6).all() and change[[0, 2]].max() < 1e-12  # every frame of clip 1, nothing else
+
+
+
+
+def test_the_recipes_temporal_blocks_at_8_and_4_pixels_let_a_frame_see_the_first_frame_off_its_own_pixel(float64_embedding):
+    """What the identity needs and per-pixel temporal layers lack: a sprite moves off its pixel after one step, so a
+    later frame must read the first frame at other pixels. In the moving-digits recipe's network every temporal block
+    that runs at 8x8 or 4x4 does (cross-frame attention; before it, only the three blocks with 4x4 space-time attention
+    did, and none at 8x8), and the 16x16 ones stay per pixel."""
+    from polydiff.domains.video import VideoDiffusion
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/video/moving_digits.yaml").read_text())
+    args = {k: v for k, v in recipe["model"]["init_args"].items()
+            if k not in ("diffusion", "objective", "sampler", "training")}
+    net = random_weights(VideoDiffusion(**args).network, std=0.1)
+    blocks = [b for b in (*net.temporal_down, net.temporal_middle, *net.temporal_up) if isinstance(b, TemporalBlock)]
+    size = {}  # the resolution each block runs at, from one forward pass
+    hooks = [b.register_forward_hook(lambda m, inp, out: size.__setitem__(m, inp[0].shape[-1])) for b in blocks]
+    net(torch.randn(1, 1, 4, 16, 16, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), torch.tensor([0]))
+    for h in hooks:
+        h.remove()
+    gen = torch.Generator().manual_seed(5)
+
+    def off_pixel(layer, res: int, width: int) -> float:
+        """How much frame 3 at the bottom-right pixel moves when frame 0 changes at three top-left pixels, by a rotation
+        of each channel's three values about their mean: the layer's per-frame group-norm statistics stay exactly as
+        they were (so nothing leaks to other pixels through them), and it is not a permutation (which attention over a
+        set of pixels ignores)."""
+        x = torch.randn(2 * 4, width, res, res, generator=gen, dtype=torch.float64)
+        x2 = x.clone()
+        corner = x[0][:, [0, 0, 1], [0, 1, 0]]  # [width, 3]
+        mean = corner.mean(1, keepdim=True)
+        u = corner - mean
+        axis = torch.full_like(u, 3 ** -0.5)
+        x2[0][:, [0, 0, 1], [0, 1, 0]] = mean + u * 0.5 + torch.cross(axis, u, dim=1) * 0.75 ** 0.5
+        return float((layer(x2, 4) - layer(x, 4)).abs()[3, :, res - 1, res - 1].max())
+
+    for block in blocks:
+        res, width = size[block], block.conv.conv1.in_channels
+        reach = {name: off_pixel(getattr(block, name), res, width) for name in ("conv", "attn", "spacetime", "cross_frame")
+                 if getattr(block, name) is not None}
+        assert reach["conv"] < 1e-13 and reach["attn"] < 1e-13  # per pixel: round-off only
+        assert (max(reach.values()) > 1e-10) == (res in (8, 4)), (res, reach)  # small random weights, far from round-off
+    assert sorted(size.values()) == [4, 4, 4, 8, 8, 8, 16, 16, 16, 16]
