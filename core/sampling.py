@@ -26,10 +26,14 @@ class SamplerConfig:
         name: sampler: ddpm, ddim, euler, heun, dpmpp_2m, dpmpp_2m_sde, flow_euler, dpmpp_3m, dpmpp_3m_sde,
             unipc (UniPC-2 bh2 with UniC corrector), dpmpp_3m_unic (DPM-Solver++ 3M with the UniC-3 corrector),
             unipc_1 (the DDIM step with UniC-1, bh1: best below ~8 evaluations), unipc_3 (UniPC-3, bh2),
+            lms (k-diffusion's linear multistep in sigma), plms (PNDM), deis / deis_2 (DEIS, orders 3 / 2), deis_pc
+            (DEIS-3 with an Adams-Moulton corrector), dpm_fast (DPM-Solver-fast: its own uniform log-SNR steps in the
+            grid's range); which at which budget: docs/benchmarks/samplers.md;
             consistency (multistep consistency sampling of a few-step student, polydiff.core.fewstep); for the cld
             process: cld_em (Euler-Maruyama) and cld_sscs (symmetric splitting CLD sampler), on the grids uniform_t or
             uniform_logsnr (of x_t), whose last step is a denoising step.
-        steps: number of grid intervals (network evaluations for all but heun, which uses 2 steps - 1).
+        steps: number of grid intervals (network evaluations for all but heun, which uses 2 steps - 1, and plms,
+            which uses steps + 1).
         grid: step grid: karras (rho-spaced sigmas), uniform_logsnr, uniform_t.
         final_step: zero (last step to sigma = 0), min (stop at sigma_min), denoise (stop at sigma_min, return x0_hat).
         eta: stochasticity of ddim / dpmpp_2m_sde (None: the sampler's default: 0 for ddim, 1 for the SDE).
