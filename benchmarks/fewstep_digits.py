@@ -152,7 +152,8 @@ def main() -> None:
     straight = ["| model | straightness (per element) | 1-step FD |", "|---|---|---|"]
     noise = torch.randn((args.straightness_samples, 1, 16, 16), generator=torch.Generator().manual_seed(7))
     cond = torch.arange(args.straightness_samples) % 10
-    reflow = [s for s in args.student if "reflow" in s.lower()]
+    reflow = [s for s in args.student if "reflow" in s.lower()
+              and Path(s.partition("=")[2].partition(":")[2].replace("{steps}", "1")).is_file()]
     models = [("teacher (1-rectified flow), guidance %g" % teacher.sampler_config.guidance, teacher,
                teacher.sampler_config.guidance)]
     if reflow:
