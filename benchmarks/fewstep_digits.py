@@ -15,7 +15,8 @@ evaluations count forward passes: a guided step costs two, so the teacher is tri
 (steps = NFE / 2) with DDIM, DPM-Solver++ 2M and UniPC-1 on the Karras and uniform-t grids up to 4 evaluations (from 8
 on with the recipe's DPM-Solver++ 2M on the Karras grid), and its best row (lowest FD) is kept. Students run unguided (they
 learned the guided teacher). Controls measured in the same run: the train split (FD floor, inception score of real
-digits) and noise images (ceiling). The table goes into the ``fewstep`` section of ``docs/benchmarks.md``.
+digits) and noise images (ceiling). The table goes into the ``fewstep`` section of ``docs/benchmarks/fewstep.md`` (``benchmarks/collect.py``
+puts it in ``docs/benchmarks.md``).
 """
 
 import argparse
@@ -44,7 +45,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--straightness_samples", type=int, default=250)
     p.add_argument("--toy_steps", type=int, default=2000, help="training steps of each 2D toy flow")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "fewstep.md"))
     p.add_argument("--notes", default="", help="extra markdown under the heading (e.g. training times)")
     return p.parse_args()
 
