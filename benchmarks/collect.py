@@ -10,7 +10,8 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ORDER = ["image", "samplers", "likelihood", "cld", "fewstep", "latent", "timeseries", "text", "graph", "audio", "medical", "video", "molecule"]
+ORDER = ["image", "samplers", "likelihood", "cld", "fewstep", "latent", "timeseries", "text", "graph", "audio", "medical",
+         "video", "molecule"]
 
 
 def main() -> Path:

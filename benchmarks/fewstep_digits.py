@@ -15,8 +15,8 @@ evaluations count forward passes: a guided step costs two, so the teacher is tri
 (steps = NFE / 2) with DDIM, DPM-Solver++ 2M and UniPC-1 on the Karras and uniform-t grids up to 4 evaluations (from 8
 on with the recipe's DPM-Solver++ 2M on the Karras grid), and its best row (lowest FD) is kept. Students run unguided (they
 learned the guided teacher). Controls measured in the same run: the train split (FD floor, inception score of real
-digits) and noise images (ceiling). The table goes into the ``fewstep`` section of ``docs/benchmarks/fewstep.md`` (``benchmarks/collect.py``
-puts it in ``docs/benchmarks.md``).
+digits) and noise images (ceiling). The table goes into the ``fewstep`` section of
+``docs/benchmarks/fewstep.md`` (``benchmarks/collect.py`` puts it in ``docs/benchmarks.md``).
 """
 
 import argparse
