@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polydiff.domains.image.unet import Downsample, ResBlock, UNet, Upsample, group_norm, zero_init
+from polydiff.domains.image.unet import CrossAttentionBlock, Downsample, ResBlock, UNet, Upsample, group_norm, zero_init
 
 
 @dataclass
@@ -130,7 +130,7 @@ class SpaceTimeAttention(TemporalAttention):
         return x + out.reshape(b, frames, h * w, c).transpose(2, 3).reshape(bt, c, h, w)
 
 
-class CrossFrameAttention(nn.Module):
+class CrossFrameAttention(CrossAttentionBlock):
     """Every frame attends to all pixels of its clip's first frame and of its previous frame, ``x + proj(attn(norm(x)))``
     (Tune-A-Video's sparse-causal attention, Wu et al. 2023; Text2Video-Zero's cross-frame attention). Per-pixel
     temporal attention can only carry what sits at the same pixel in every frame; a sprite that moves leaves it behind.
@@ -139,26 +139,15 @@ class CrossFrameAttention(nn.Module):
     frame gives it where the object just was. ``proj`` starts at zero."""
 
     def __init__(self, channels: int, num_heads: int) -> None:
-        super().__init__()
-        if channels % num_heads:
-            raise ValueError(f"cross-frame attention width {channels} is not divisible by temporal_heads={num_heads}")
-        self.num_heads = num_heads
-        self.norm = group_norm(channels)
-        self.q = nn.Linear(channels, channels)
-        self.kv = nn.Linear(channels, 2 * channels)
-        self.proj = zero_init(nn.Linear(channels, channels))
+        super().__init__(channels, channels, num_heads)  # the image U-Net's cross-attention; context = other frames
 
-    def forward(self, x: Tensor, frames: int) -> Tensor:
+    def forward(self, x: Tensor, frames: int) -> Tensor:  # type: ignore[override]
         bt, c, h, w = x.shape
-        b, n, d = bt // frames, h * w, c // self.num_heads
+        b, n = bt // frames, h * w
         tokens = self.norm(x).reshape(b, frames, c, n).transpose(2, 3)  # [b, T, hw, c]
         previous = torch.cat([tokens[:, :1], tokens[:, :-1]], dim=1)  # frame t-1 (frame 0 for frame 0)
         context = torch.cat([tokens[:, :1].expand(b, frames, n, c), previous], dim=2)  # [b, T, 2 hw, c]
-        q = self.q(tokens).reshape(bt, n, self.num_heads, d).transpose(1, 2)
-        k, v = self.kv(context).reshape(bt, 2 * n, 2, self.num_heads, d).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)  # [b*T, heads, hw, d]
-        out = self.proj(out.transpose(1, 2).reshape(bt, n, c))
-        return x + out.transpose(1, 2).reshape(bt, c, h, w)
+        return super().forward(x, context.reshape(bt, 2 * n, c))
 
 
 class ClipContext(nn.Module):
