@@ -35,6 +35,10 @@ def main() -> None:
     p.add_argument("--grids", default="uniform_logsnr", help="CLD time grids, comma-separated (uniform_logsnr, uniform_t)")
     p.add_argument("--vp_runs", default="ddpm:20,ddpm:50,dpmpp_2m:20,dpmpp_2m:50",
                    help="sampler:steps pairs of the VP control, comma-separated")
+    p.add_argument("--cld_runs", default="",
+                   help="explicit sampler:grid:steps triples of the CLD checkpoint, comma-separated (replaces the "
+                        "product of --grids and --steps; e.g. a many-step reference run)")
+    p.add_argument("--seeds", default="0", help="noise seeds, comma-separated; with several, FD is their mean +- sd")
     p.add_argument("--num_samples", type=int, default=1000)
     p.add_argument("--notes", default="", help="markdown under the table (how the checkpoints were trained)")
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "cld.md"))
@@ -49,8 +53,12 @@ def main() -> None:
     ev = ImageEvaluator(*dm.split_tensors("train"), *dm.split_tensors("test"), 10)
     steps = [int(s) for s in args.steps.split(",")]
     classes = torch.arange(args.num_samples) % 10
-    runs = [(args.cld, "cld_sscs", grid, n) for grid in args.grids.split(",") for n in steps]
-    runs += [(args.cld, "cld_em", grid, n) for grid in args.grids.split(",") for n in steps]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.cld_runs:
+        runs = [(args.cld, r.split(":")[0], r.split(":")[1], int(r.split(":")[2])) for r in args.cld_runs.split(",")]
+    else:
+        runs = [(args.cld, "cld_sscs", grid, n) for grid in args.grids.split(",") for n in steps]
+        runs += [(args.cld, "cld_em", grid, n) for grid in args.grids.split(",") for n in steps]
     vp_runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.vp_runs.split(",")]
     runs += [(vp, name, None, n) for vp in args.vp for name, n in vp_runs]
     models, rows, trained = {}, [], {}
@@ -62,18 +70,24 @@ def main() -> None:
         model = models[path]
         cfg = model.resolve_sampler(name=name, steps=n, **({"grid": grid} if grid else {}))
         t0 = time.time()
-        images = model.sample_images(args.num_samples, classes, sampler=cfg, seed=0)
-        secs = time.time() - t0
-        r = ev.report(images * 2 - 1, classes)
+        reports = [ev.report(model.sample_images(args.num_samples, classes, sampler=cfg, seed=seed) * 2 - 1, classes)
+                   for seed in seeds]
+        secs = (time.time() - t0) / len(seeds)
+        fds = torch.tensor([r["fd"] for r in reports], dtype=torch.float64)
+        fd = f"{fds.mean():.1f}" + (f" ± {fds.std():.1f} ({', '.join(f'{v:.1f}' for v in fds.tolist())})"
+                                    if len(seeds) > 1 else "")
+        rel = sum(r["fd_relative"] for r in reports) / len(reports)
+        acc = sum(r["class_accuracy"] for r in reports) / len(reports)
         process = model.diffusion_config.process
         nfe = (n if model.is_cld else network_evaluations(name, n)) * (2 if cfg.guidance != 1 else 1)
-        rows.append(f"| {process} ({trained[path]}) | {name} | {cfg.grid} | {n} | {nfe} | {r['fd']:.1f} | "
-                    f"{r['fd_relative']:.4f} | {100 * r['class_accuracy']:.1f} % | {secs:.0f} |")
+        rows.append(f"| {process} ({trained[path]}) | {name} | {cfg.grid} | {n} | {nfe} | {fd} | "
+                    f"{rel:.4f} | {100 * acc:.1f} % | {secs:.0f} |")
         print(rows[-1], flush=True)
     text = "\n".join([
         "## CLD: SSCS vs Euler-Maruyama on digits, beside VP of the same network and training time", "",
         provenance(), "",
-        f"{args.num_samples} class-conditional samples per row (classes 0-9 in turn, seed 0, guidance "
+        f"{args.num_samples} class-conditional samples per row and seed (classes 0-9 in turn, seeds {args.seeds}; "
+        "with several seeds FD is their mean ± standard deviation, the seeds' values in brackets; guidance "
         f"{models[args.cld].sampler_config.guidance} as in the recipes), scored by `polydiff test`'s evaluator: "
         f"classifier-feature FD against the {len(dm.split_tensors('test')[0])} test digits, with its floor "
         f"{ev.fd_floor:.1f} (train split vs test split) and ceiling {ev.fd_ceiling:.1f} (noise images vs test split); "
@@ -82,7 +96,7 @@ def main() -> None:
         "recipe's (same widths, depth, attention, class embedding) with 2 input channels (image and velocity) instead "
         "of 1.", "",
         "| model (training) | sampler | grid | evaluations per sample | network evaluations | FD | relative FD | "
-        "class accuracy | seconds |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "class accuracy | seconds per seed |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
         *([args.notes, ""] if args.notes else []),
         f"Reproduce: `{command_line()}`"])
     write_section(args.out, "cld", text, title="# CLD")
