@@ -6,6 +6,7 @@ to diffuse (:meth:`encode`), what its null condition is (for guidance), what it 
 and how to write samples (``write_samples``). Schedules, losses and samplers stay here and in the rest of the core.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Optional
 
@@ -18,6 +19,7 @@ from polydiff.core.cld import CLD_PROCESSES, CriticallyDampedLangevin
 from polydiff.core.cld_samplers import CLD_SAMPLERS, cld_sample
 from polydiff.core.cld_score import CLDScoreModel, hsm_loss, sample_cld_times
 from polydiff.core.denoiser import NetworkDenoiser
+from polydiff.core.latent_input import LatentInput, latent_draws_from
 from polydiff.core.objective import ObjectiveConfig, denoising_loss, sample_logsnr
 from polydiff.core.parameterization import Prediction
 from polydiff.core.processes import PROCESSES, process_by_name
@@ -46,6 +48,12 @@ class DiffusionConfig:
         cld_beta: cld only: constant time scale beta of the SDE (Dockhorn et al. 2022: 4).
         cld_m_inv: cld only: inverse mass M^-1 (paper: 4); the friction is critical, Gamma = 2 sqrt(M).
         cld_gamma: cld only: initial velocity variance in units of M (paper: 0.04).
+        latent_dim: size of a latent input z of the network (0: none), drawn afresh at every network call: the
+            generator of a denoising diffusion GAN (polydiff.core.fewstep.DDGAN). z enters through a zero-initialised
+            mapping added to the network's noise embedding (polydiff.core.latent_input), so the network starts as
+            the one it is initialised from (training.init_from).
+        latent_into: the network's submodule whose output is the noise embedding that z is added to (noise_mlp in the
+            image and medical U-Nets and in CSDI, embedding in DiffWave).
     """
 
     process: ProcessName = "vp_cosine"
@@ -57,6 +65,8 @@ class DiffusionConfig:
     cld_beta: float = 4.0
     cld_m_inv: float = 4.0
     cld_gamma: float = 0.04
+    latent_dim: int = 0
+    latent_into: str = "noise_mlp"
 
 
 @dataclass
@@ -113,6 +123,14 @@ class DiffusionModule(PolydiffModule):
             self.process = process_by_name(diffusion.process, diffusion.logsnr_shift, beta_min=diffusion.beta_min,
                                            beta_max=diffusion.beta_max)
         self.network: nn.Module | None = None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        # a latent input z (DD-GAN generators) joins the network the moment a domain sets it, so that the parameters
+        # exist before any checkpoint is loaded and keep the network's own names (a teacher loads as is)
+        cfg = self.__dict__.get("diffusion_config")
+        if name == "network" and isinstance(value, nn.Module) and cfg is not None and cfg.latent_dim > 0:
+            value.add_module("latent_input", LatentInput(value, cfg.latent_dim, cfg.latent_into))
 
     # ------------------------------------------------------------------ hooks for domains
     def encode(self, batch: Any) -> DiffusionBatch:
@@ -226,11 +244,13 @@ class DiffusionModule(PolydiffModule):
             raise PolydiffError("CLD samplers start from their own (x, v) prior; x_init is not supported")
         try:
             model = denoiser if denoiser is not None else self.denoiser
-            if self.is_cld:
-                x = cld_sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device)
-            else:
-                x = sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
-                           progress=progress, x_init=x_init)
+            # a network with a latent input draws z at each call: those draws come from the seed too
+            with latent_draws_from(seed) if self.diffusion_config.latent_dim > 0 else contextlib.nullcontext():
+                if self.is_cld:
+                    x = cld_sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device)
+                else:
+                    x = sample(model, shape, cfg, cond=cond, null_cond=null, generator=gen, device=self.device,
+                               progress=progress, x_init=x_init)
         finally:
             self.train(was_training)
         return x.float()

@@ -76,6 +76,9 @@ class FewStepObjective(L.Callback):
         guidance: classifier-free guidance scale of the teacher that is distilled (the student is then sampled at 1).
     """
 
+    #: whether the objective evaluates the frozen teacher (False: the checkpoint only initialises the student)
+    uses_teacher: bool = True
+
     def __init__(self, teacher: Optional[str] = None, guidance: float = 1.0) -> None:
         self.teacher_path = teacher
         self.guidance = float(guidance)
@@ -90,7 +93,8 @@ class FewStepObjective(L.Callback):
         if not path:
             raise PolydiffError(f"{type(self).__name__} needs a teacher checkpoint: set --model.training.init_from "
                                 "(the student starts from it) or the callback's teacher")
-        self.teacher = frozen_teacher(pl_module, path)
+        if self.uses_teacher:
+            self.teacher = frozen_teacher(pl_module, path)
         pl_module.training_objective = self
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
