@@ -2,7 +2,10 @@
 
 Batches are mono waveform crops ``[B, 1, samples]`` in [-1, 1]; the model computes its mel features itself. Training
 draws random crops (a random clip, a random offset); validation and test use one fixed centred crop per held-out clip,
-so their figures are comparable between runs. The split is by whole clips, fixed by ``seed``.
+so their figures are comparable between runs. The split is by whole clips, fixed by ``seed``; with ``holdout_voices``
+it is by voice: every clip of those voices is a test clip (a vocoder evaluated on voices it never heard), validation
+takes ``val_fraction`` of the other voices' clips. The voice of a clip is the speaker that the embedded corpus records in
+its manifest, or for your own recordings the folder that holds the file (``root/<voice>/*.wav``).
 
 Your own recordings: ``--data.root /path/to/folder`` reads every ``*.wav`` / ``*.flac`` below the folder with soundfile
 and resamples it to ``sample_rate`` with torchaudio. Unreadable files, clips shorter than a crop, and multi-channel files
@@ -73,6 +76,9 @@ class SpeechDataModule(L.LightningDataModule):
         val_fraction: share of clips held out for validation.
         test_fraction: share of clips held out for ``polydiff test``.
         max_eval_clips: at most this many validation and test clips (bounds evaluation time).
+        holdout_voices: voices whose clips are the test set and never trained on (None: split by clip); the embedded
+            corpus speaks en-us, en-us+f2, en-gb+m3, en-us+f4, en-gb-scotland+m1, en-029+f3, en-gb-x-rp+m7, en-us+f5;
+            for ``root`` the voice is the name of the folder holding the file.
         downmix: average the channels of multi-channel files (when False they are an error).
         seed: seed of the split and of the embedded corpus.
         num_workers: DataLoader workers.
@@ -92,6 +98,7 @@ class SpeechDataModule(L.LightningDataModule):
         val_fraction: float = 0.05,
         test_fraction: float = 0.1,
         max_eval_clips: int = 32,
+        holdout_voices: Optional[list[str]] = None,
         downmix: bool = False,
         seed: int = 0,
         num_workers: int = 0,
@@ -107,10 +114,12 @@ class SpeechDataModule(L.LightningDataModule):
         self.sample_rate, self.crop_samples, self.eval_samples = sample_rate, crop_samples, eval_samples
         self.crops_per_epoch, self.batch_size = crops_per_epoch, batch_size
         self.val_fraction, self.test_fraction, self.max_eval_clips = val_fraction, test_fraction, max_eval_clips
+        self.holdout_voices = list(holdout_voices) if holdout_voices else None
         self.downmix, self.seed, self.num_workers = downmix, seed, num_workers
         self.save_hyperparameters()  # checkpoints (and exports) name the data a model was trained on
         self.splits: Optional[dict[str, list[Tensor]]] = None
         self.files: list[Path] = []
+        self.voices: list[str] = []
 
     # ------------------------------------------------------------------ loading
     def prepare_data(self) -> None:
@@ -125,12 +134,21 @@ class SpeechDataModule(L.LightningDataModule):
 
     def audio_files(self) -> list[Path]:
         """The files to read: your folder's WAV/FLAC files, or the embedded corpus (generated on first use)."""
+        return [f for f, _ in self.audio_files_and_voices()]
+
+    def audio_files_and_voices(self) -> list[tuple[Path, str]]:
+        """``(file, voice)`` pairs: the embedded corpus's manifest names each clip's voice; in your folder the voice is
+        the folder holding the file, relative to ``root`` (empty for files directly in it)."""
         if self.root is None:
             manifest = self._build_corpus()  # cached by prepare_data: this only reads the manifest
             import json
 
-            return [manifest.parent / it["file"] for it in json.loads(manifest.read_text())["items"]]
+            return [(manifest.parent / it["file"], it["voice"]) for it in json.loads(manifest.read_text())["items"]]
         root = Path(self.root)
+        folders = [f.parent.relative_to(root).as_posix() for f in self._root_files(root)]
+        return [(f, "" if v == "." else v) for f, v in zip(self._root_files(root), folders)]
+
+    def _root_files(self, root: Path) -> list[Path]:
         if not root.is_dir():
             raise PolydiffError(f"--data.root {root} is not a folder; pass a folder of WAV or FLAC files")
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
@@ -154,16 +172,37 @@ class SpeechDataModule(L.LightningDataModule):
     def setup(self, stage: Optional[str] = None) -> None:
         if self.splits is not None:
             return
-        self.files = self.audio_files()
+        pairs = self.audio_files_and_voices()
+        self.files, self.voices = [f for f, _ in pairs], [v for _, v in pairs]
         waves = self.load_waves(self.files)
         n = len(waves)
         perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed)).tolist()
+        pick = lambda idx: [waves[i] for i in idx]  # noqa: E731
+        if self.holdout_voices:
+            test, rest = self.split_by_voice(perm)
+            n_val = max(1, round(len(rest) * self.val_fraction))
+            self.splits = {"test": pick(test[:self.max_eval_clips]), "val": pick(rest[:n_val][:self.max_eval_clips]),
+                           "train": pick(rest[n_val:])}
+            return
         n_test = max(1, round(n * self.test_fraction))
         n_val = max(1, round(n * self.val_fraction))
-        pick = lambda idx: [waves[i] for i in idx]  # noqa: E731
         self.splits = {"test": pick(perm[:n_test][:self.max_eval_clips]),
                        "val": pick(perm[n_test:n_test + n_val][:self.max_eval_clips]),
                        "train": pick(perm[n_test + n_val:])}
+
+    def split_by_voice(self, perm: list[int]) -> tuple[list[int], list[int]]:
+        """Clip indices (in the seeded order ``perm``) of the held-out voices and of the others."""
+        known = sorted(set(self.voices))
+        missing = [v for v in self.holdout_voices or [] if v not in known]
+        if missing:
+            raise PolydiffError(f"--data.holdout_voices {missing} are not voices of the data; its voices are {known} "
+                                "(for --data.root: the folders holding the files)")
+        test = [i for i in perm if self.voices[i] in self.holdout_voices]
+        rest = [i for i in perm if self.voices[i] not in self.holdout_voices]
+        if len(rest) < 2:
+            raise PolydiffError(f"--data.holdout_voices {self.holdout_voices} leaves {len(rest)} clips of other voices; "
+                                "training and validation need at least 2: hold out fewer voices")
+        return test, rest
 
     def read_input(self, input: str, sample_rate: Optional[int] = None) -> dict[str, Any]:
         """``polydiff sample --input``: a WAV/FLAC recording (mono, or downmixed with ``--data.downmix true``, resampled

@@ -9,14 +9,19 @@
   matches magnitudes with noise-like excitation (no harmonics) scores badly here while log-mel L1 may not notice.
   A simple autocorrelation stand-in for CARGAN's periodicity RMSE (Morrison et al. 2022), which needs a pitch network.
 * SI-SDR: scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019, eq. 4-5), zero-mean signals.
+* wide-band PESQ (ITU-T P.862.2, MOS-LQO 1.04-4.64) and STOI (Taal et al. 2011, 0-1): the perceptual and
+  intelligibility measures of the field, through torchmetrics (packages ``pesq`` and ``pystoi``). Wide-band PESQ is
+  defined at 16 kHz only, so other rates are resampled to 16 kHz for it (STOI resamples to 10 kHz itself).
 * Griffin-Lim from the same mel: least-squares inversion of the mel filterbank (torchaudio ``InverseMelScale``) followed
   by 32 iterations of fast Griffin-Lim (Perraudin et al. 2013, momentum 0.99; torchaudio ``GriffinLim``).
 """
 
 import torch
 import torchaudio
+import torchaudio.functional as AF
 from torch import Tensor
 
+from polydiff.core.utils import PolydiffError
 from polydiff.domains.audio.consistency import linear_magnitude
 
 #: (n_fft, hop, win) of Parallel WaveGAN's multi-resolution STFT loss
@@ -59,15 +64,47 @@ def si_sdr(ref: Tensor, est: Tensor, eps: float = 1e-8) -> Tensor:
     return 10 * torch.log10(target.pow(2).sum(1) / ((target - s_hat).pow(2).sum(1) + eps) + eps)
 
 
+def pesq_wb(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
+    """Per-clip wide-band PESQ of ``est`` against ``ref`` (both ``[B, 1, S]``), resampled to 16 kHz when needed."""
+    from torchmetrics.functional.audio import perceptual_evaluation_speech_quality
+
+    ref, est = _flat(ref).cpu(), _flat(est).cpu()
+    from pesq import PesqError
+
+    if sample_rate != 16000:
+        ref, est = AF.resample(ref, sample_rate, 16000), AF.resample(est, sample_rate, 16000)
+    try:
+        return perceptual_evaluation_speech_quality(est, ref, 16000, "wb").reshape(-1).to(torch.float64)
+    except PesqError as err:
+        raise PolydiffError(f"PESQ cannot score these clips ({err}): PESQ needs speech in the reference; evaluate on "
+                            "speech recordings (silent or tonal clips have no utterance to score)") from err
+
+
+def stoi(ref: Tensor, est: Tensor, sample_rate: int) -> Tensor:
+    """Per-clip short-time objective intelligibility of ``est`` against ``ref`` (both ``[B, 1, S]``)."""
+    from torchmetrics.functional.audio import short_time_objective_intelligibility
+
+    return short_time_objective_intelligibility(_flat(est).cpu(), _flat(ref).cpu(), sample_rate).reshape(-1).to(
+        torch.float64)
+
+
 def griffin_lim(features, log_mel: Tensor, samples: int, n_iter: int = 32, seed: int = 0) -> Tensor:
-    """Waveforms ``[B, 1, samples]`` from natural-log magnitude mels ``[B, n_mels, F]`` by mel inversion + Griffin-Lim."""
+    """Waveforms ``[B, 1, samples]`` from natural-log magnitude mels ``[B, n_mels, F]`` by mel inversion + Griffin-Lim.
+    The least-squares magnitude is floored at ``log_floor`` like the mel it comes from (so that the refiner's zero
+    residual, ``exp(log max(pinv, floor))``, is this magnitude exactly)."""
+    magnitude = linear_magnitude(features, log_mel).clamp_min(features.log_floor)
+    return griffin_lim_magnitude(features, magnitude, samples, n_iter, seed)
+
+
+def griffin_lim_magnitude(features, magnitude: Tensor, samples: int, n_iter: int = 32, seed: int = 0) -> Tensor:
+    """Waveforms ``[B, 1, samples]`` with STFT magnitudes ``[B, n_fft/2+1, F]`` (the features' STFT) by fast
+    Griffin-Lim from a seeded random phase."""
     gl = torchaudio.transforms.GriffinLim(n_fft=features.n_fft, n_iter=n_iter, hop_length=features.hop_length,
-                                          power=1.0, length=samples).to(log_mel.device)
-    mag = linear_magnitude(features, log_mel)
+                                          power=1.0, length=samples).to(magnitude.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # GriffinLim's random initial phase
-        wave = gl(mag)
-    return wave.reshape(log_mel.shape[0], 1, -1)
+        wave = gl(magnitude.float())
+    return wave.reshape(magnitude.shape[0], 1, -1)
 
 
 def periodicity(wave: Tensor, sample_rate: int, frame: int = 1024, hop: int = 256, f_min: float = 60.0,

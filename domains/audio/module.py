@@ -26,9 +26,11 @@ from polydiff.domains.audio.api import VocoderAPI
 from polydiff.domains.audio.consistency import check_mode
 from polydiff.domains.audio.data import AudioData
 from polydiff.domains.audio.features import LogMelFeatures, imdct, mdct
-from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, periodicity_error, si_sdr
+from polydiff.domains.audio.metrics import log_mel_l1, mr_stft_distance, periodicity_error, pesq_wb, si_sdr, stoi
 from polydiff.domains.audio.network import DiffWave
 
+#: what ``polydiff test`` evaluates: the trained pipeline, the same pipeline with a zeroed network, Griffin-Lim
+PIPELINES = ("diffwave", "zeroed", "griffinlim")
 #: hyper-parameters that define the features; a checkpoint must agree on all of them
 FEATURE_KEYS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "log_floor", "mel_mean", "mel_std",
                 "mel_prior", "spectral_prior")
@@ -182,43 +184,54 @@ class VocoderModule(VocoderAPI, DiffusionModule):
         wave = self._wave(batch)
         mel = self.features(wave)
         seconds = wave.shape[0] * wave.shape[-1] / self.features.sample_rate
-        t0 = time.perf_counter()
-        est = self.vocode(mel, wave.shape[-1], seed=batch_idx)
-        t_model = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        gl = self.griffin_lim(mel, wave.shape[-1])
-        t_gl = time.perf_counter() - t0
-        row = {"seconds": torch.tensor(seconds), "diffwave_time": torch.tensor(t_model),
-               "griffinlim_time": torch.tensor(t_gl)}
-        for name, out in (("diffwave", est), ("griffinlim", gl)):
+        outs, row = {}, {"seconds": torch.tensor(seconds)}
+        # the trained pipeline, the identical pipeline with a zeroed network (the control of what the network adds)
+        # and Griffin-Lim from the same mel
+        for name, fn in (("diffwave", lambda: self.vocode(mel, wave.shape[-1], seed=batch_idx)),
+                         ("zeroed", lambda: self.vocode(mel, wave.shape[-1], seed=batch_idx, zeroed=True)),
+                         ("griffinlim", lambda: self.griffin_lim(mel, wave.shape[-1]))):
+            t0 = time.perf_counter()
+            outs[name] = fn()
+            row[f"{name}_time"] = torch.tensor(time.perf_counter() - t0)
+        rate = self.features.sample_rate
+        for name, out in outs.items():
             row[f"{name}_logmel_l1"] = log_mel_l1(self.features, wave, out).sum()
             row[f"{name}_mrstft"] = mr_stft_distance(wave, out).sum()
             row[f"{name}_si_sdr"] = si_sdr(wave, out).sum()
-            row[f"{name}_periodicity"] = periodicity_error(wave, out, self.features.sample_rate).sum()
+            row[f"{name}_periodicity"] = periodicity_error(wave, out, rate).sum()
+            row[f"{name}_pesq"] = pesq_wb(wave, out, rate).sum()
+            row[f"{name}_stoi"] = stoi(wave, out, rate).sum()
         row["clips"] = torch.tensor(float(wave.shape[0]))
         self._test_rows.append({k: v.detach().cpu().double() for k, v in row.items()})
 
     def on_test_epoch_end(self) -> None:
-        metric_names = ("logmel_l1", "mrstft", "si_sdr", "periodicity")
-        keys = ["seconds", "clips", "diffwave_time", "griffinlim_time"] + [
-            f"{name}_{m}" for name in ("diffwave", "griffinlim") for m in metric_names]
+        metric_names = ("logmel_l1", "mrstft", "si_sdr", "periodicity", "pesq", "stoi")
+        keys = ["seconds", "clips"] + [f"{name}_{m}" for name in PIPELINES for m in metric_names + ("time",)]
         # the same keys on every rank (the sum over ranks is a collective)
         tot = sum_across_ranks(self, {k: float(sum(r[k] for r in self._test_rows)) for k in keys})
         if tot["clips"] == 0:
             return
         n, seconds = float(tot["clips"]), float(tot["seconds"])
         metrics = {}
-        for name in ("diffwave", "griffinlim"):
-            for m in ("logmel_l1", "mrstft", "si_sdr", "periodicity"):
+        for name in PIPELINES:
+            for m in metric_names:
                 metrics[f"{name}_{m}"] = float(tot[f"{name}_{m}"]) / n
             metrics[f"{name}_rtf"] = float(tot[f"{name}_time"]) / seconds
         cfg = self.sampler_config
         extra = {"clips": int(n), "audio_seconds": seconds, "sampler": cfg.name, "steps": cfg.steps, "grid": cfg.grid,
                  "consistency": self.consistency, "consistency_iters": self.consistency_iters,
+                 "pipeline": self.describe(cfg),
                  "torch_threads": torch.get_num_threads()}
         if self.trainer.is_global_zero:
-            print(writers.format_table(metrics, cfg, self.consistency, self.consistency_iters))
+            print(writers.format_table(metrics, self.describe(cfg)))
         self.report_metrics(metrics, extra)
+
+    def describe(self, sampler: SamplerConfig) -> str:
+        """How this model vocodes, in words (table rows, spectrogram panels)."""
+        label = f"DiffWave-style, {sampler.name} {sampler.steps} steps"
+        if self.consistency != "none":
+            label += f" + {self.consistency} consistency ({self.consistency_iters} iterations per step)"
+        return label
 
     def write_predictions(self, prediction: Tensor, batch: Any, out_dir: Path, prefix: str) -> list[Path]:
         return writers.write_predictions(self, prediction, batch, out_dir, prefix)

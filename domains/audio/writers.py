@@ -11,7 +11,7 @@ from torch import Tensor
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
 from polydiff.domains.audio.audio_io import write_audio
-from polydiff.domains.audio.metrics import log_mel_l1
+from polydiff.domains.audio.metrics import log_mel_l1, pesq_wb
 from polydiff.domains.audio.plots import save_spectrograms
 
 
@@ -58,9 +58,7 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
     paths.append(npy)
     gl = model.griffin_lim(mel, samples)
     panels = [("input" if ref is not None else "input mel (.npy)", model.features.denormalise(mel)[0]),
-              (f"diffwave ({sampler.name}, {sampler.steps} steps"
-               + (f", {model.consistency} consistency)" if model.consistency != "none" else ")"),
-               model.features.log_mel(wave)[0]),
+              (model.describe(sampler), model.features.log_mel(wave)[0]),
               (f"griffin-lim ({model.griffin_lim_iters} iterations)", model.features.log_mel(gl)[0])]
     paths.append(save_spectrograms(out_dir / f"{name}_spectrograms.png", panels, model.features.sample_rate,
                                    model.features.hop_length))
@@ -69,22 +67,25 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
         ref = ref[..., :samples].to(wave.device)
         msg += (f"; log-mel L1 vs input: vocoder {float(log_mel_l1(model.features, ref, wave)):.3f}, "
                 f"Griffin-Lim {float(log_mel_l1(model.features, ref, gl)):.3f}")
+        try:
+            rate = model.features.sample_rate
+            msg += (f"; PESQ wb: vocoder {float(pesq_wb(ref, wave, rate)):.2f}, Griffin-Lim "
+                    f"{float(pesq_wb(ref, gl, rate)):.2f}")
+        except PolydiffError:  # PESQ refuses clips without detectable speech (silence): skip the figure
+            msg += "; no PESQ (no speech detected in the input)"
     print(msg)
     return paths
 
 
-def format_table(metrics: dict[str, float], cfg: SamplerConfig, consistency: str = "none",
-                 consistency_iters: int = 0) -> str:
-    """Markdown table: vocoder vs Griffin-Lim on the held-out clips."""
+def format_table(metrics: dict[str, float], label: str) -> str:
+    """Markdown table: the vocoder, the identical pipeline with a zeroed network, and Griffin-Lim."""
     lines = ["| method | log-mel L1 (lower) | MR-STFT (lower) | SI-SDR dB (higher) | periodicity error (lower) | "
-             "real-time factor |", "|---|---|---|---|---|---|"]
-    label = f"DiffWave-style, {cfg.name} {cfg.steps} steps"
-    if consistency != "none":
-        label += f" + {consistency} consistency ({consistency_iters} iterations per step)"
-    for name, row in (("diffwave", label), ("griffinlim", "Griffin-Lim, 32 iterations")):
+             "PESQ wb (higher) | STOI (higher) | real-time factor |", "|---|---|---|---|---|---|---|---|"]
+    for name, row in (("diffwave", label), ("zeroed", f"control: {label}, zeroed network"),
+                      ("griffinlim", "Griffin-Lim, 32 iterations")):
         lines.append(f"| {row} | {metrics[f'{name}_logmel_l1']:.3f} | {metrics[f'{name}_mrstft']:.3f} | "
                      f"{metrics[f'{name}_si_sdr']:.2f} | {metrics[f'{name}_periodicity']:.3f} | "
-                     f"{metrics[f'{name}_rtf']:.3f} |")
+                     f"{metrics[f'{name}_pesq']:.3f} | {metrics[f'{name}_stoi']:.3f} | {metrics[f'{name}_rtf']:.3f} |")
     return "\n".join(lines)
 
 
