@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -38,6 +39,11 @@ def main() -> None:
     p.add_argument("--cld_runs", default="",
                    help="explicit sampler:grid:steps triples of the CLD checkpoint, comma-separated (replaces the "
                         "product of --grids and --steps; e.g. a many-step reference run)")
+    p.add_argument("--reference", default="",
+                   help="sampler:grid:steps of many-step runs of the CLD checkpoint, comma-separated: the first is the "
+                        "converged reference every row is also scored against (FD to reference: the sampler's own "
+                        "discretisation error, not the model's), the others check that the samplers agree there")
+    p.add_argument("--reference_seed", type=int, default=1000)
     p.add_argument("--seeds", default="0", help="noise seeds, comma-separated; with several, FD is their mean +- sd")
     p.add_argument("--num_samples", type=int, default=1000)
     p.add_argument("--notes", default="", help="markdown under the table (how the checkpoints were trained)")
@@ -47,7 +53,7 @@ def main() -> None:
     from polydiff.core import load
     from polydiff.core.samplers import network_evaluations
     from polydiff.datasets.digits import DigitsDataModule
-    from polydiff.domains.image.metrics import ImageEvaluator
+    from polydiff.domains.image.metrics import ImageEvaluator, feature_fd, predict
 
     dm = DigitsDataModule()
     ev = ImageEvaluator(*dm.split_tensors("train"), *dm.split_tensors("test"), 10)
@@ -62,26 +68,48 @@ def main() -> None:
     vp_runs = [(r.split(":")[0], int(r.split(":")[1])) for r in args.vp_runs.split(",")]
     runs += [(vp, name, None, n) for vp in args.vp for name, n in vp_runs]
     models, rows, trained = {}, [], {}
-    for path, name, grid, n in runs:
+
+    def model_of(path: str) -> Any:
         if path not in models:
             models[path] = load(path)
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             trained[path] = f"{ckpt.get('global_step')} steps ({ckpt.get('epoch')} epochs)"
-        model = models[path]
+        return models[path]
+
+    def draw(model: Any, cfg: Any, seed: int) -> torch.Tensor:
+        return model.sample_images(args.num_samples, classes, sampler=cfg, seed=seed) * 2 - 1
+
+    def mean_sd(values: list[float]) -> str:
+        v = torch.tensor(values, dtype=torch.float64)
+        return f"{v.mean():.1f}" + (f" ± {v.std():.1f} ({', '.join(f'{x:.1f}' for x in values)})" if len(v) > 1 else "")
+
+    ref_feats, ref_rows = None, []
+    for r in filter(None, args.reference.split(",")):
+        name, grid, n = r.split(":")[0], r.split(":")[1], int(r.split(":")[2])
+        model = model_of(args.cld)
+        cfg = model.resolve_sampler(name=name, steps=n, grid=grid)
+        images = draw(model, cfg, args.reference_seed)
+        feats = predict(ev.net, images)[0]
+        ref_feats = feats if ref_feats is None else ref_feats
+        ref_rows.append(f"| {name} | {grid} | {n} | {ev.fd(images):.1f} | {max(0.0, feature_fd(feats, ref_feats)):.1f} |")
+        print(ref_rows[-1], flush=True)
+    for path, name, grid, n in runs:
+        model = model_of(path)
         cfg = model.resolve_sampler(name=name, steps=n, **({"grid": grid} if grid else {}))
         t0 = time.time()
-        reports = [ev.report(model.sample_images(args.num_samples, classes, sampler=cfg, seed=seed) * 2 - 1, classes)
-                   for seed in seeds]
+        sets = [draw(model, cfg, seed) for seed in seeds]
         secs = (time.time() - t0) / len(seeds)
-        fds = torch.tensor([r["fd"] for r in reports], dtype=torch.float64)
-        fd = f"{fds.mean():.1f}" + (f" ± {fds.std():.1f} ({', '.join(f'{v:.1f}' for v in fds.tolist())})"
-                                    if len(seeds) > 1 else "")
+        reports = [ev.report(images, classes) for images in sets]
+        to_ref = ""
+        if ref_feats is not None:
+            to_ref = " | " + (mean_sd([feature_fd(predict(ev.net, images)[0], ref_feats) for images in sets])
+                              if path == args.cld else "")
         rel = sum(r["fd_relative"] for r in reports) / len(reports)
         acc = sum(r["class_accuracy"] for r in reports) / len(reports)
         process = model.diffusion_config.process
         nfe = (n if model.is_cld else network_evaluations(name, n)) * (2 if cfg.guidance != 1 else 1)
-        rows.append(f"| {process} ({trained[path]}) | {name} | {cfg.grid} | {n} | {nfe} | {fd} | "
-                    f"{rel:.4f} | {100 * acc:.1f} % | {secs:.0f} |")
+        rows.append(f"| {process} ({trained[path]}) | {name} | {cfg.grid} | {n} | {nfe} | "
+                    f"{mean_sd([r['fd'] for r in reports])}{to_ref} | {rel:.4f} | {100 * acc:.1f} % | {secs:.0f} |")
         print(rows[-1], flush=True)
     text = "\n".join([
         "## CLD: SSCS vs Euler-Maruyama on digits, beside VP of the same network and training time", "",
@@ -95,8 +123,16 @@ def main() -> None:
         "samplers' last (denoising) step; network evaluations count both passes of guidance. The CLD U-Net is the VP "
         "recipe's (same widths, depth, attention, class embedding) with 2 input channels (image and velocity) instead "
         "of 1.", "",
-        "| model (training) | sampler | grid | evaluations per sample | network evaluations | FD | relative FD | "
-        "class accuracy | seconds per seed |", "|---|---|---|---|---|---|---|---|---|", *rows, "",
+        "| model (training) | sampler | grid | evaluations per sample | network evaluations | FD | "
+        + ("FD to reference | " if ref_rows else "") + "relative FD | class accuracy | seconds per seed |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if ref_rows else ""), *rows, "",
+        *(["Converged references (seed {}): FD to reference is the Fréchet distance, in the same classifier features, "
+           "between a row's samples and the first reference's, so it measures how far a sampler's discretisation "
+           "moves the samples from what the model's SDE gives, apart from the model's own error. The other "
+           "references show what two converged runs differ by (finite samples, different noise).".format(
+               args.reference_seed), "",
+           "| reference sampler | grid | evaluations per sample | FD to test | FD to the first reference |",
+           "|---|---|---|---|---|", *ref_rows, ""] if ref_rows else []),
         *([args.notes, ""] if args.notes else []),
         f"Reproduce: `{command_line()}`"])
     write_section(args.out, "cld", text, title="# CLD")
