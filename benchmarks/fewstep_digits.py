@@ -1,11 +1,16 @@
 """Few-step generation on digits: the teacher's best sampler at 1, 2, 4, 8 and 20 network evaluations against the
-few-step students (consistency distillation, progressive distillation, reflow) at 1, 2 and 4, in one table; the
-straightness of reflow's paths before and after, on the 2D toy and on digits.
+few-step students (consistency distillation, progressive distillation, reflow, the denoising diffusion GAN) at 1, 2
+and 4, in one table; the straightness of reflow's paths before and after, on the 2D toy and on digits.
 
     python benchmarks/fewstep_digits.py --teacher runs/image/digits/lightning_logs/version_0/checkpoints/last.ckpt \
         --student "consistency distillation=consistency:<CD last.ckpt>" \
         --student "progressive distillation=ddim:<run>/checkpoints/progressive_{steps}steps.ckpt" \
-        --student "2-rectified flow (reflow)=ddim:<reflow last.ckpt>"
+        --student "2-rectified flow (reflow)=ddim:<reflow last.ckpt>" \
+        --student "denoising diffusion GAN=ddpm:<DD-GAN last.ckpt>"
+
+    # one more student into the existing table (same seeds and sample counts; the controls are measured again, the
+    # teacher's rows and the other students' are kept): --merge
+    python benchmarks/fewstep_digits.py --merge --teacher <the same teacher> --student "denoising diffusion GAN=ddpm:<ckpt>"
 
 A student is LABEL=SAMPLER:PATH; ``{steps}`` in the path is replaced by the number of steps (progressive distillation
 writes one checkpoint per round). Every row: 1000 samples (classes 0-9 in turn, seed 0), scored by the image domain's
@@ -47,6 +52,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "fewstep.md"))
     p.add_argument("--notes", default="", help="extra markdown under the heading (e.g. training times)")
+    p.add_argument("--merge", action="store_true",
+                   help="evaluate only the --student models and merge their rows into the existing section (rows and "
+                        "acceptance lines of the same labels are replaced); the teacher's best is read from the table")
     return p.parse_args()
 
 
@@ -90,6 +98,66 @@ def row(label: str, sampler: str, nfe: int, r: dict[str, float], secs: float) ->
             f"{100 * r.get('class_accuracy', float('nan')):.1f} % | {r['inception_score']:.2f} | {secs:.0f} |")
 
 
+def students(args: argparse.Namespace, ev, best: dict[int, float]) -> tuple[list[str], list[str]]:
+    """Table rows and acceptance lines of every ``--student`` at each of ``--student_steps`` (unguided, uniform-t
+    grid), against the teacher's best FD ``best`` at the same number of evaluations."""
+    n, lines, checks = args.num_samples, [], []
+    for spec in args.student:
+        label, _, rest = spec.partition("=")
+        sampler, _, path = rest.partition(":")
+        for steps in [int(v) for v in args.student_steps.split(",")]:
+            p = path.replace("{steps}", str(steps))
+            if not Path(p).is_file():
+                print(f"{label}: no checkpoint {p}; row skipped", flush=True)
+                continue
+            model = load(p)
+            imgs, secs = run(model, n, sampler, steps, 1.0, "uniform_t")
+            r = score(ev, imgs, torch.arange(n) % 10)
+            lines.append(row(label, f"{sampler} uniform_t ({steps}, 1)", steps, r, secs))
+            print(lines[-1], flush=True)
+            beats = steps in best and r["fd"] < best[steps]
+            both = r["class_accuracy"] >= 0.9 and r["fd_relative"] <= 0.2
+            checks.append(f"- {label} at {steps} evaluation(s): FD {r['fd']:.1f} vs the teacher's best "
+                          f"{best.get(steps, float('nan')):.1f}: {'beats it' if beats else 'does not beat it'}; "
+                          f"class accuracy {100 * r['class_accuracy']:.1f} %, fd_relative {r['fd_relative']:.3f}"
+                          f"{' (meets >= 90 % and <= 0.2)' if both else ''}")
+    return lines, checks
+
+
+def merge(args: argparse.Namespace, ev, controls: list[str]) -> None:
+    """``--merge``: the ``--student`` rows into the existing ``fewstep`` section of ``--out``. The controls are measured
+    again and must match the table's (same data, same evaluator); the teacher's best FD per number of evaluations is
+    read from its rows; rows and acceptance lines whose label is a merged student's are replaced."""
+    import re
+
+    from _doc import command_line
+
+    text = Path(args.out).read_text()
+    begin, end = "<!-- fewstep:begin -->", "<!-- fewstep:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"{args.out} has no fewstep section to merge into; run the benchmark without --merge first")
+    section = text.split(begin, 1)[1].split(end, 1)[0].strip("\n").splitlines()
+    for c in controls:  # same seeds and data: the controls must come out as in the table
+        if c.rsplit("|", 2)[0] not in "\n".join(section):
+            raise SystemExit(f"control row differs from the table's: {c}; rerun the whole benchmark instead")
+    best = {int(m.group(1)): float(m.group(2)) for ln in section
+            if (m := re.match(r"\| teacher, best sampler \| [^|]+ \| (\d+) \| ([\d.]+) \|", ln))}
+    rows, checks = students(args, ev, best)
+    labels = {spec.partition("=")[0] for spec in args.student}
+    keep = [ln for ln in section if not any(ln.startswith((f"| {lab} |", f"- {lab} at ")) for lab in labels)]
+    last_row = max(i for i, ln in enumerate(keep) if ln.startswith("| ") and ln.count("|") == 9)
+    keep[last_row + 1:last_row + 1] = rows
+    last_check = max(i for i, ln in enumerate(keep) if re.match(r"- .+ at \d+ evaluation\(s\): ", ln))
+    keep[last_check + 1:last_check + 1] = checks
+    head = next(i for i, ln in enumerate(keep) if ln.startswith("Measured "))
+    note = (f"Rows of {', '.join(sorted(labels))} merged in with `{command_line()}` "
+            f"({provenance().split(' with ')[0].removeprefix('Measured ')}): same seeds and sample counts, controls "
+            "measured again and equal to the rows above." + (f" {args.notes}" if args.notes else ""))
+    keep[head + 1:head + 1] = ["", note]
+    write_section(args.out, "fewstep", "\n".join(keep))
+    print(f"merged {len(rows)} rows into {args.out}")
+
+
 def main() -> None:
     args = parse()
     torch.set_num_threads(args.threads)
@@ -108,6 +176,8 @@ def main() -> None:
     lines = [head, row("control: real digits (train split)", "-", 0, score(ev, tx, ty), 0),
              row("control: noise images", "-", 0, score(ev, noise_images(tx, n), None), 0)]
     print("\n".join(lines), flush=True)
+    if args.merge:
+        return merge(args, ev, lines[1:])
     best: dict[int, float] = {}
     teacher = load(args.teacher)
     for nfe in [int(v) for v in args.teacher_nfe.split(",")]:
@@ -128,26 +198,8 @@ def main() -> None:
         best[nfe] = found[0]["fd"]
         lines.append(row("teacher, best sampler", found[1], nfe, found[0], found[2]))
         print(lines[-1], flush=True)
-    checks = []
-    for spec in args.student:
-        label, _, rest = spec.partition("=")
-        sampler, _, path = rest.partition(":")
-        for steps in [int(v) for v in args.student_steps.split(",")]:
-            p = path.replace("{steps}", str(steps))
-            if not Path(p).is_file():
-                print(f"{label}: no checkpoint {p}; row skipped", flush=True)
-                continue
-            model = load(p)
-            imgs, secs = run(model, n, sampler, steps, 1.0, "uniform_t")
-            r = score(ev, imgs, torch.arange(n) % 10)
-            lines.append(row(label, f"{sampler} uniform_t ({steps}, 1)", steps, r, secs))
-            print(lines[-1], flush=True)
-            beats = steps in best and r["fd"] < best[steps]
-            both = r["class_accuracy"] >= 0.9 and r["fd_relative"] <= 0.2
-            checks.append(f"- {label} at {steps} evaluation(s): FD {r['fd']:.1f} vs the teacher's best "
-                          f"{best.get(steps, float('nan')):.1f}: {'beats it' if beats else 'does not beat it'}; "
-                          f"class accuracy {100 * r['class_accuracy']:.1f} %, fd_relative {r['fd_relative']:.3f}"
-                          f"{' (meets >= 90 % and <= 0.2)' if both else ''}")
+    rows, checks = students(args, ev, best)
+    lines += rows
 
     # straightness: the teacher (1-rectified flow in flow coordinates, with its guidance) and the reflow student
     straight = ["| model | straightness (per element) | 1-step FD |", "|---|---|---|"]

@@ -188,6 +188,24 @@ def test_one_gan_step_updates_the_discriminator_and_gives_the_generator_its_grad
         1 for _ in model.parameters())
 
 
+def test_during_the_warmup_only_the_discriminator_learns():
+    """warmup_steps: the discriminator takes its step, the generator's loss is 0 (no gradient moves it)."""
+    from polydiff.datasets.digits import DigitsDataModule
+
+    model = perturbed(small_model(latent_dim=8), latent=False)
+    objective = DDGAN(steps=(4,), warmup_steps=10, num_classes=10)
+    cfg = model.sampler_config
+    objective.pairs = step_pairs(model.process, [4], "uniform_t", cfg.sigma_min, cfg.sigma_max, cfg.rho)
+    x, y = DigitsDataModule().split_tensors("train")
+    d = objective.build(x[:16])
+    before = {k: v.clone() for k, v in d.state_dict().items()}
+    g_loss = objective.loss(model, DiffusionBatch(x0=x[:16], cond=y[:16]))
+    assert max(float((d.state_dict()[k] - before[k]).abs().max()) for k in before) > 1e-5
+    g_loss.mean().backward()
+    assert float(g_loss.abs().sum()) == 0
+    assert all(float(p.grad.abs().max()) == 0 for p in model.parameters() if p.grad is not None)
+
+
 def test_discriminator_loss_falls_on_fixed_pairs():
     """A few discriminator steps on fixed real and fake pairs lower its loss (it learns to tell them apart)."""
     torch.manual_seed(0)

@@ -71,6 +71,9 @@ class DDGAN(FewStepObjective):
         channel_mult: the discriminator's width multipliers per block (every block but the last halves the grid).
         num_classes: > 0: the condition is a class label and the discriminator projects on it (the image domain's
             ``num_classes``); 0: the discriminator ignores the condition.
+        warmup_steps: the discriminator trains alone for this many steps (the generator's loss is multiplied by 0):
+            a generator started from the teacher is already good, and an untrained discriminator's gradients would
+            only move it at random.
     """
 
     uses_teacher = False
@@ -78,12 +81,13 @@ class DDGAN(FewStepObjective):
     def __init__(self, steps: tuple[int, ...] = (4,), r1_gamma: float = 0.05, lr: float = 2e-4,
                  betas: tuple[float, float] = (0.5, 0.9), width: int = 32,
                  channel_mult: tuple[int, ...] = (1, 2, 2),
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, warmup_steps: int = 0) -> None:
         super().__init__()
         if not steps or min(steps) < 1:
             raise PolydiffError(f"DDGAN steps must be positive step counts, got {steps}")
         self.steps, self.r1_gamma, self.lr, self.betas = list(steps), float(r1_gamma), float(lr), tuple(betas)
         self.width, self.channel_mult, self.num_classes = int(width), list(channel_mult), int(num_classes)
+        self.warmup_steps = int(warmup_steps)
         self.discriminator: Optional[GridDiscriminator] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self._pending: Optional[dict[str, Any]] = None
@@ -152,4 +156,5 @@ class DDGAN(FewStepObjective):
         model.log_dict({"ddgan/d_loss": d_loss.detach(), "ddgan/r1": r1.detach(),
                         "ddgan/d_real": d_real.detach().mean(), "ddgan/d_fake": d_fake.detach().mean()},
                        prog_bar=False, batch_size=x0.shape[0])
-        return F.softplus(-g_logit)
+        g_loss = F.softplus(-g_logit)
+        return g_loss * 0.0 if model.global_step < self.warmup_steps else g_loss
