@@ -63,7 +63,7 @@ def model_class(recipe: str) -> type:
 
 
 def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: int, consistency: str = "none",
-             iters: int = 0, untrained: bool = False) -> dict:
+             iters: int = 0, untrained: bool = False, sampler: dict | None = None) -> dict:
     """Metrics of one sampler (Python API: ``polydiff test`` takes the sampler stored in the checkpoint), optionally with
     the GLA-Grad consistency projection; ``untrained`` evaluates the same pipeline with the network as initialised
     (seed 0: its output layer is zero, so it predicts eps = 0) instead of the checkpoint's weights."""
@@ -75,7 +75,7 @@ def evaluate(ckpt: str, recipe: str, name: str, steps: int, grid: str, clips: in
     if untrained:
         torch.manual_seed(0)
         model = cls(**{k: v for k, v in model.hparams.items() if not k.startswith("_")})
-    model.sampler_config = SamplerConfig(name=name, steps=steps, grid=grid)
+    model.sampler_config = SamplerConfig(**sampler) if sampler else SamplerConfig(name=name, steps=steps, grid=grid)
     if consistency != "none":
         model.consistency, model.consistency_iters = consistency, iters
     dm = heldout_data(recipe, clips)
@@ -207,15 +207,20 @@ REFINER_METRICS = (("log-mel L1", "logmel_l1", -1), ("MR-STFT", "mrstft", -1), (
                    ("periodicity error", "periodicity", -1), ("PESQ wb", "pesq", 1), ("STOI", "stoi", 1))
 
 
-def refiner_section(ckpts: list[str], recipe: str, spec: str, clips: int, train_note: str) -> str:
-    """The refiner's table over training seeds: every checkpoint, their mean and spread (max - min), the identical
-    pipeline with a zeroed network and Griffin-Lim (both measured in every checkpoint's run), and the verdicts."""
+def refiner_section(ckpts: list[str], recipe: str, clips: int, train_note: str) -> str:
+    """The refiner's table over training seeds with the recipe's sampler: every checkpoint, their mean and spread
+    (max - min), the identical pipeline with a zeroed network and Griffin-Lim (both measured in every checkpoint's run),
+    and the verdicts."""
     from _doc import provenance
 
-    name, steps, grid, consistency, iters = parse_spec(spec)
+    from polydiff.core.samplers import network_evaluations
+
+    sampler = yaml.safe_load((ROOT / recipe).read_text())["model"]["init_args"]["sampler"]
+    name, steps, grid = sampler["name"], sampler["steps"], sampler.get("grid", "karras")
+    nfe = network_evaluations(name, steps, sampler.get("final_step", "zero"))
     runs = []
     for path in ckpts:
-        res = evaluate(path, recipe, name, steps, grid, clips, consistency, iters)
+        res = evaluate(path, recipe, name, steps, grid, clips, sampler=sampler)
         step = torch.load(path, map_location="cpu", weights_only=True).get("global_step")
         runs.append((path, step, res["metrics"], res))
         print(path, {k: round(v, 4) for k, v in res["metrics"].items()}, flush=True)
@@ -254,11 +259,11 @@ def refiner_section(ckpts: list[str], recipe: str, spec: str, clips: int, train_
                        f"{margin:+.3f} (in the better direction), spread over runs {spread[key]:.3f}: "
                        + ("larger than the spread" if margin > spread[key] else "NOT larger than the spread") + ".")
     worst_rtf = max(stat("diffwave", "rtf"))
-    verdict.append(f"- Real-time factor of the whole pipeline (6 network steps + Griffin-Lim), worst run: {worst_rtf:.3f} "
+    verdict.append(f"- Real-time factor of the whole pipeline ({nfe} network evaluations + Griffin-Lim), worst run: "
+                   f"{worst_rtf:.3f} "
                    f"({'below' if worst_rtf < 1 else 'not below'} 1).")
     png = write_heldout_sample(ckpts[0], recipe, ROOT / "benchmarks/out/audio_refine")
-    cmd = (f"python benchmarks/audio_vocoder.py --recipe {recipe} --refiners {','.join(ckpts)} --clips {clips}"
-           + (f" --samplers {spec}" if spec != "dpmpp_2m:6:karras" else ""))
+    cmd = f"python benchmarks/audio_vocoder.py --recipe {recipe} --refiners {','.join(ckpts)} --clips {clips}"
     voices = ", ".join(data.get("holdout_voices") or [])
     text = [
         "## Refiner vocoder (magnitude diffusion + Griffin-Lim) on held-out voices",
@@ -267,7 +272,9 @@ def refiner_section(ckpts: list[str], recipe: str, spec: str, clips: int, train_
         "",
         f"Test clips: {extra['clips']} clips ({extra['audio_seconds']:.1f} s at 16 kHz, fixed centred crops of "
         f"{data['eval_samples']} samples) of the voices {voices}, which no run trained on (`--data.holdout_voices`). "
-        f"Sampler {name}, {steps} steps ({grid} grid). PESQ is wide-band PESQ (ITU-T P.862.2) at the corpus's "
+        f"Sampler: the recipe's, {name} with {steps} steps ({grid} grid, "
+        + ", ".join(f"{k} {v}" for k, v in sampler.items() if k not in ("name", "steps", "grid"))
+        + f"): {nfe} network evaluations. PESQ is wide-band PESQ (ITU-T P.862.2) at the corpus's "
         "16 kHz, STOI the standard one (Taal et al. 2011). Lower is better for log-mel L1, MR-STFT and periodicity "
         "error, higher for SI-SDR, PESQ and STOI; real-time factor = CPU wall time / audio duration on 1 torch thread "
         "on a shared machine. Every run's `polydiff test` measured the control and Griffin-Lim on the same clips.",
@@ -298,7 +305,7 @@ def main() -> None:
                         help="LABEL=CKPT: another checkpoint (e.g. other prior) evaluated with the first sampler")
     parser.add_argument("--refiners", default="",
                         help="comma-separated checkpoints of the refiner recipe (one per training seed): writes the "
-                             "refiner section of --out (with the first --samplers spec, default dpmpp_2m:6:karras)")
+                             "refiner section of --out, with the recipe's sampler")
     args = parser.parse_args()
     torch.set_num_threads(1)
     os.chdir(ROOT)
@@ -306,9 +313,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from _doc import write_section
 
-        text = refiner_section(args.refiners.split(","), args.recipe, args.samplers.split(",")[0]
-                               if args.samplers != parser.get_default("samplers") else "dpmpp_2m:6:karras",
-                               args.clips, args.train_note)
+        text = refiner_section(args.refiners.split(","), args.recipe, args.clips, args.train_note)
         write_section(ROOT / args.out, "audio-refine", text)
         print(text)
         print(f"written to {args.out}\nreproduce with: {text.split(chr(10))[2]}")

@@ -73,23 +73,37 @@ def griffin_lim_from(features, wave: Tensor, magnitude: Tensor, iters: int, mome
     return stft.inverse(magnitude * angles, samples)
 
 
+def band_gains(features, magnitude: Tensor, target: Tensor) -> Tensor:
+    """Per-bin gains ``[B, freq, F]`` that move the mel of the linear magnitude ``magnitude`` towards the magnitude mel
+    ``target`` ``[B, n_mels, F]``: the per-band ratios ``target / mel`` spread back to linear frequency by the normalised
+    filterbank; bins that no band sees (DC, above f_max) get gain 1."""
+    fb = features.mel.mel_scale.fb.to(magnitude.device)  # [freq, mels]
+    spread = fb / fb.sum(1, keepdim=True).clamp_min(1e-8)
+    uncovered = (fb.sum(1) <= 0).float()[None, :, None]
+    mel = torch.einsum("bft,fm->bmt", magnitude, fb).clamp_min(features.log_floor)
+    return torch.einsum("fm,bmt->bft", spread, target / mel) + uncovered
+
+
 def mel_consistency(features, wave: Tensor, log_mel: Tensor, iters: int) -> Tensor:
-    """``iters`` rounds of: scale the STFT of ``wave`` by per-band gains ``target mel / current mel`` (spread back to
-    linear frequency by the normalised filterbank), then iSTFT. A waveform whose mel already equals the target is a fixed
-    point (up to the STFT round trip)."""
+    """``iters`` rounds of: scale the STFT of ``wave`` by the :func:`band_gains` towards the target mel, then iSTFT.
+    A waveform whose mel already equals the target is a fixed point (up to the STFT round trip)."""
     stft = _Stft(features, wave.device)
     samples = wave.shape[-1]
-    fb = features.mel.mel_scale.fb.to(wave.device)  # [freq, mels]
-    spread = fb / fb.sum(1, keepdim=True).clamp_min(1e-8)
-    uncovered = (fb.sum(1) <= 0).float()[None, :, None]  # bins no band sees (DC, above f_max) keep their values
     target = log_mel.float().exp().clamp_min(features.log_floor)
     out = wave
     for _ in range(iters):
         spec = stft(out)
-        mel = torch.einsum("bft,fm->bmt", spec.abs(), fb).clamp_min(features.log_floor)
-        gains = torch.einsum("fm,bmt->bft", spread, target / mel) + uncovered
-        out = stft.inverse(spec * gains, samples)
+        out = stft.inverse(spec * band_gains(features, spec.abs(), target), samples)
     return out
+
+
+def mel_consistent_magnitude(features, magnitude: Tensor, log_mel: Tensor, iters: int) -> Tensor:
+    """``iters`` rounds of :func:`band_gains` applied to a linear magnitude ``[B, freq, F]`` itself (no STFT round
+    trip): the band energies move onto the target mel, the structure inside each band stays."""
+    target = log_mel.float().exp().clamp_min(features.log_floor)
+    for _ in range(iters):
+        magnitude = magnitude * band_gains(features, magnitude, target)
+    return magnitude
 
 
 def projection(features, mode: str, iters: int, log_mel: Tensor) -> Callable[[Tensor], Tensor] | None:

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from polydiff.core.base import TrainingConfig, require_data
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, DiffusionModule, ObjectiveConfig
+from polydiff.core.samplers import network_evaluations
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError, sum_across_ranks
 from polydiff.domains.audio import writers
@@ -219,6 +220,7 @@ class VocoderModule(VocoderAPI, DiffusionModule):
             metrics[f"{name}_rtf"] = float(tot[f"{name}_time"]) / seconds
         cfg = self.sampler_config
         extra = {"clips": int(n), "audio_seconds": seconds, "sampler": cfg.name, "steps": cfg.steps, "grid": cfg.grid,
+                 "network_evaluations": network_evaluations(cfg.name, cfg.steps, cfg.final_step),
                  "consistency": self.consistency, "consistency_iters": self.consistency_iters,
                  "pipeline": self.describe(cfg),
                  "torch_threads": torch.get_num_threads()}

@@ -16,6 +16,7 @@ from polydiff.core.base import TrainingConfig
 from polydiff.core.module import DiffusionBatch, DiffusionConfig, ObjectiveConfig
 from polydiff.core.sampling import SamplerConfig
 from polydiff.core.utils import PolydiffError
+from polydiff.domains.audio.consistency import mel_consistent_magnitude
 from polydiff.domains.audio.features import LogMelFeatures
 from polydiff.domains.audio.magnitude import MagnitudeNet, MagnitudeResidual
 from polydiff.domains.audio.metrics import griffin_lim_magnitude
@@ -43,7 +44,11 @@ class RefinerVocoderModule(VocoderModule):
         emb_dim: width of the noise-level embedding.
         magnitude_scale: the log-magnitude residual is divided by this (natural-log units) before diffusion.
         griffin_lim_iters: Griffin-Lim iterations of the vocoder and of the Griffin-Lim control (the same, so that a zero
-            residual is the control).
+            residual without mel projection is the control).
+        mel_iters: rounds of per-band gains that put the generated magnitude's band energies onto the conditioning mel
+            before Griffin-Lim (:func:`~polydiff.domains.audio.consistency.mel_consistent_magnitude`; a sampling-time
+            knob, 0 = none). The network sharpens the structure inside the bands; the projection keeps the bands
+            where the mel says.
         diffusion: forward process and prediction target (x0: a zeroed network then returns Griffin-Lim exactly).
         objective: training noise levels and loss weighting.
         sampler: default sampler (6 steps).
@@ -69,6 +74,7 @@ class RefinerVocoderModule(VocoderModule):
         emb_dim: int = 64,
         magnitude_scale: float = 2.0,
         griffin_lim_iters: int = 32,
+        mel_iters: int = 10,
         diffusion: DiffusionConfig = DiffusionConfig(process="vp_cosine", prediction="x0", sigma_data=1.0),
         objective: ObjectiveConfig = ObjectiveConfig(),
         sampler: SamplerConfig = SamplerConfig(name="dpmpp_2m", steps=6, grid="karras"),
@@ -84,6 +90,7 @@ class RefinerVocoderModule(VocoderModule):
         self.residual = MagnitudeResidual(self.features, magnitude_scale)
         self.network = MagnitudeNet(magnitude_layers, magnitude_channels, dilation_cycle, emb_dim)
         self.griffin_lim_iters = griffin_lim_iters
+        self.mel_iters = int(mel_iters)
         # what the shared test / sample code reads: no waveform prior, no per-step projection
         self.mel_prior, self.spectral_prior = False, False
         self.consistency, self.consistency_iters = "none", 0
@@ -91,7 +98,8 @@ class RefinerVocoderModule(VocoderModule):
         self._test_rows: list[dict[str, Tensor]] = []
 
     def describe(self, sampler: SamplerConfig) -> str:
-        return f"refiner (magnitude diffusion + Griffin-Lim {self.griffin_lim_iters}), {sampler.name} {sampler.steps} steps"
+        return (f"refiner (magnitude diffusion, {self.mel_iters} mel-gain rounds, Griffin-Lim {self.griffin_lim_iters}), "
+                f"{sampler.name} {sampler.steps} steps")
 
     def encode(self, batch: Any) -> DiffusionBatch:
         wave = self._wave(batch)
@@ -103,10 +111,14 @@ class RefinerVocoderModule(VocoderModule):
     def vocode(self, mel_norm: Tensor, samples: Optional[int] = None, sampler: Optional[SamplerConfig] = None,
                seed: int = 0, zeroed: bool = False) -> Tensor:
         """Waveforms ``[B, 1, samples]`` from normalised log-mels ``[B, n_mels, F]``: a magnitude sampled from the
-        model, then Griffin-Lim from it (``zeroed``: the same with a zeroed network, which is the Griffin-Lim control)."""
+        model, its band energies put onto the mel (``mel_iters``), then Griffin-Lim from it (``zeroed``: the same with
+        a zeroed network, i.e. from the mel's least-squares magnitude; with ``mel_iters=0`` that is the Griffin-Lim
+        control exactly)."""
         mel_norm, samples = self.clip_mel(mel_norm, samples)
         base = self.residual.base(mel_norm)
         denoiser = self.zeroed_denoiser() if zeroed else self.denoiser
         x = self.generate(tuple(base.shape), cond=self.residual.condition(base), sampler=sampler, seed=seed,
                           denoiser=denoiser)
-        return griffin_lim_magnitude(self.features, self.residual.magnitude(x, base), samples, self.griffin_lim_iters)
+        magnitude = mel_consistent_magnitude(self.features, self.residual.magnitude(x, base),
+                                             self.features.denormalise(mel_norm), self.mel_iters)
+        return griffin_lim_magnitude(self.features, magnitude, samples, self.griffin_lim_iters)
