@@ -38,6 +38,8 @@ class SamplerConfig:
         final_step: zero (last step to sigma = 0), min (stop at sigma_min), denoise (stop at sigma_min, return x0_hat).
         eta: stochasticity of ddim / dpmpp_2m_sde (None: the sampler's default: 0 for ddim, 1 for the SDE).
         guidance: classifier-free guidance scale (1 = plain conditional model).
+        guidance_sigma_min: guidance only at noise levels sigma / alpha >= this (VE units, as sigma_min), the
+            conditional model alone below (0: at every level; Kynkäänniemi et al. 2024, guidance in a limited interval).
         s_churn: EDM churn for euler / heun (0 = deterministic).
         s_tmin: EDM churn applies for sigma in [s_tmin, s_tmax].
         s_tmax: see s_tmin.
@@ -54,6 +56,7 @@ class SamplerConfig:
     final_step: FinalStep = "zero"
     eta: Optional[float] = None
     guidance: float = 1.0
+    guidance_sigma_min: float = 0.0
     s_churn: float = 0.0
     s_tmin: float = 0.0
     s_tmax: float = float("inf")
@@ -95,7 +98,7 @@ def sample(
     if config.guidance != 1.0:
         if null_cond is None:
             raise PolydiffError("guidance needs a model trained with condition dropout (no null condition available)")
-        model = ClassifierFreeGuidance(model, config.guidance, null_cond)
+        model = ClassifierFreeGuidance(model, config.guidance, null_cond, config.guidance_sigma_min)
     opts = sampler_options(config)
     grid = make_grid(model.process, config.steps, config.grid, config.final_step, config.sigma_min, config.sigma_max,
                      config.rho)

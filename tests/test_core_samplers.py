@@ -193,14 +193,17 @@ def test_grids_are_monotone_with_the_requested_ends():
     assert network_evaluations("heun", 10) == 19 and network_evaluations("ddim", 10, "denoise") == 11
 
 
+class Shift:
+    """A denoiser whose x0 is the condition (0 for None): guidance mixes constants."""
+
+    process = process_by_name("vp_cosine")
+    sigma_data = 0.0
+
+    def __call__(self, x, logsnr, cond=None):
+        return torch.zeros_like(x) + (0.0 if cond is None else cond)
+
+
 def test_guidance_interpolates_and_needs_a_null_condition():
-    class Shift:
-        process = process_by_name("vp_cosine")
-        sigma_data = 0.0
-
-        def __call__(self, x, logsnr, cond=None):
-            return torch.zeros_like(x) + (0.0 if cond is None else cond)
-
     cfg = SamplerConfig(name="ddim", steps=4, guidance=3.0)
     # D_w = D(null) + w (D(c) - D(null)) with D(c) = 1, D(null) = 0: the final x0 is 3
     x = sample(Shift(), (4, 2), cfg, cond=1.0, null_cond=0.0, generator=torch.Generator().manual_seed(0))
@@ -214,3 +217,17 @@ def test_unknown_names_are_clear_errors():
         sample(GaussianDenoiser(process_by_name("flow")), (2, 3), SamplerConfig(name="euler_ancestral"))
     with pytest.raises(PolydiffError, match="unknown step grid"):
         make_grid(process_by_name("flow"), 4, "cosine")
+
+
+def test_guidance_in_a_limited_interval_guides_only_the_noisy_levels():
+    """``guidance_sigma_min``: guided where sigma / alpha >= sigma_min (per item), the conditional model below."""
+    from polydiff.core.guidance import ClassifierFreeGuidance
+
+    guided = ClassifierFreeGuidance(Shift(), 3.0, 0.0, sigma_min=1.0)  # sigma / alpha >= 1 <=> logsnr <= 0
+    out = guided(torch.zeros(4, 2), torch.tensor([-2.0, -1e-6, 1e-6, 3.0]), 1.0)
+    torch.testing.assert_close(out[:, 0], torch.tensor([3.0, 3.0, 1.0, 1.0]))
+    gen = torch.Generator().manual_seed(0)
+    # no level of the grid is as noisy as 1e6: the conditional model throughout, its x0 = 1 is the sample
+    cfg = SamplerConfig(name="ddim", steps=4, guidance=3.0, guidance_sigma_min=1e6)
+    torch.testing.assert_close(sample(Shift(), (4, 2), cfg, cond=1.0, null_cond=0.0, generator=gen),
+                               torch.ones(4, 2, dtype=torch.float64))
