@@ -31,6 +31,10 @@ def parse() -> argparse.Namespace:
                    "(default: the checkpoint's training.init_from)")
     p.add_argument("--num_samples", type=int, default=256)
     p.add_argument("--steps", type=int, default=None, help="sampler steps (default: the checkpoint's)")
+    p.add_argument("--guidance", type=float, default=None, help="guidance scale of clips with a class (default: the "
+                   "checkpoint's)")
+    p.add_argument("--guidance_sigma_min", type=float, default=None, help="guidance only at noise levels sigma / alpha "
+                   ">= this (default: the checkpoint's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "video.md"))
     p.add_argument("--notes", default="", help="extra markdown under the heading (e.g. the training time)")
@@ -51,7 +55,12 @@ def acceptance(table: dict[str, dict[str, float]]) -> list[str]:
     if inflated is not None:
         lines.append(f"- control: the image model frame by frame (inflated, before temporal training) near chance: "
                      f"{inflated:.3f} (independent real frames {table['independent']['identity_consistency']:.3f})")
-    for row, what in (("animated", "the model's own first frames animated (two-stage sampling)"),
+    for row, what in (("null_class", "the same model given the null class (no label, no guidance)"),
+                      ("same_class_frames", "control: each frame from another model clip of the same class (the "
+                       "label alone)"),
+                      ("inflated_labelled", "control: the image model frame by frame, each clip given the model "
+                       "row's class"),
+                      ("animated", "the model's own first frames animated (two-stage sampling)"),
                       ("animated_real", "real first frames animated")):
         if row in table:
             lines.append(f"- {what}: identity consistency {table[row]['identity_consistency']:.3f}, frame agreement "
@@ -78,13 +87,22 @@ def main() -> None:
             model.training_config.init_from = args.image_ckpt
         if args.steps:
             model.sampler_config.steps = args.steps
+        if args.guidance is not None:
+            model.sampler_config.guidance = args.guidance
+        if args.guidance_sigma_min is not None:
+            model.sampler_config.guidance_sigma_min = args.guidance_sigma_min
         t0 = time.time()
         table = evaluate(model, dm, verbose=False)
         secs = time.time() - t0
         m = table["model"]
+        cfg = model.sampler_config
+        how = ("each clip's class drawn by the model's labeler (from its class prior; from the given frames for the "
+               f"animated and continued rows), guidance {cfg.guidance} at sigma / alpha >= {cfg.guidance_sigma_min}"
+               if model.labeler is not None
+               else "null class")
         text = [f"### {label}", "", f"`{path}`, step {ckpt.get('global_step')}, {args.num_samples} unconditional "
-                f"clips per row, {model.sampler_config.name} {model.sampler_config.steps} steps; evaluation "
-                f"{secs / 60:.1f} min.", "", format_table(table, m["fd_floor"], m["fd_ceiling"]), "",
+                f"clips per row ({how}), {cfg.name} {cfg.steps} steps; evaluation {secs / 60:.1f} min.",
+                "", format_table(table, m["fd_floor"], m["fd_ceiling"]), "",
                 "Acceptance (issue 13):", *acceptance(table)]
         print("\n".join(text))
         sections += ["", *text]

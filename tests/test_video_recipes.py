@@ -83,8 +83,9 @@ def test_polydiff_test_scores_the_model_beside_its_controls(tmp_path, image_ckpt
     main(["test", *common, "--ckpt_path", str(next(run.rglob("last.ckpt")))] + QUIET)
     payload = json.loads(next(run.rglob("metrics.json")).read_text())
     table = payload["table"]
-    assert set(table) == {"model", "real", "shuffled", "independent", "inflated", "frame_by_frame", "continued_2x",
-                          "animated_real", "animated"}
+    # the recipe's labeler (infer_class) adds the null-class row and the two label controls
+    assert list(table) == ["model", "null_class", "real", "shuffled", "independent", "same_class_frames", "inflated",
+                           "inflated_labelled", "frame_by_frame", "continued_2x", "animated_real", "animated"]
     assert table["real"]["motion_residual"] < 1e-4  # constant speed per axis, bounces flip the sign only
     assert table["shuffled"]["motion_residual"] > 0.2 and table["independent"]["motion_residual"] > 0.2
     assert table["real"]["fd"] == pytest.approx(table["shuffled"]["fd"], rel=1e-6)  # the same frames, reordered

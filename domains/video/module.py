@@ -19,7 +19,11 @@ from polydiff.domains.video import writers
 from polydiff.domains.video.api import VideoSamplingAPI
 from polydiff.domains.video.data import VideoData
 from polydiff.domains.video.inflation import inflate_image_weights
+from polydiff.domains.video.labeler import ClipLabeler
 from polydiff.domains.video.network import FrameCondition, SpaceTimeUNet
+
+#: weight of the labeler's cross-entropy in the training loss (see ``training_loss``)
+LABEL_LOSS_WEIGHT = 0.1
 
 
 class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
@@ -57,6 +61,10 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         known_frames_prob: share of training clips given some frames as a condition (half of them the first frame,
             half the first ``context_frames``); the loss counts the other frames only.
         context_frames: known frames at the start of each window when continuing a clip (``extend``).
+        infer_class: a class-level bottleneck for identity: train a :class:`~polydiff.domains.video.labeler.ClipLabeler`
+            beside the denoiser (the class prior and a small CNN on clean frames), and let it draw the class of every
+            clip sampled without one (from the prior; from the given frames when animating or continuing), which all
+            its frames are generated with under guidance (needs labels, ``num_classes > 0``).
         diffusion: forward process and prediction target.
         objective: noise-level sampling, loss weighting, condition dropout.
         sampler: default sampler (previews, ``polydiff test``, ``polydiff sample``), including the guidance scale.
@@ -95,6 +103,7 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         image_prob: float = 0.0,
         known_frames_prob: float = 0.5,
         context_frames: int = 2,
+        infer_class: bool = False,
         diffusion: DiffusionConfig = DiffusionConfig(),
         objective: ObjectiveConfig = ObjectiveConfig(),
         sampler: SamplerConfig = SamplerConfig(),
@@ -128,6 +137,10 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
         except ValueError as exc:
             raise PolydiffError(f"U-Net settings do not fit: {exc}; change --model.image_size, --model.channel_mult, "
                                 "--model.num_heads or --model.temporal_heads") from None
+        if infer_class and num_classes == 0:
+            raise PolydiffError("infer_class needs class labels (num_classes > 0); set --model.infer_class false for "
+                                "unlabelled videos")
+        self.labeler = ClipLabeler(channels, num_classes) if infer_class else None
         if not train_spatial:
             for p in self.network.spatial_parameters():
                 p.requires_grad_(False)
@@ -168,6 +181,19 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
             known = known.float()
         loss_mask = (1 - known)[:, None, :, None, None]
         return DiffusionBatch(videos, FrameCondition(labels, videos, known), loss_mask)
+
+    def training_loss(self, batch: DiffusionBatch) -> Tensor:
+        """The denoising loss, plus the labeler's cross-entropy on the clean clips when ``infer_class``."""
+        loss = super().training_loss(batch)
+        labels = batch.cond.labels if isinstance(batch.cond, FrameCondition) else batch.cond
+        if self.labeler is None or labels is None:
+            return loss
+        label_loss = self.labeler.loss(batch.x0, labels)
+        if self._trainer is not None:
+            self.log("train/label_loss", label_loss.mean(), batch_size=len(labels))
+        # Adam's steps do not depend on the scale of a loss, but gradient clipping sees the sum: a small weight keeps
+        # the labeler's early cross-entropy from clipping the denoiser's gradients
+        return loss + LABEL_LOSS_WEIGHT * label_loss
 
     def _check_labels(self, labels: Tensor) -> Optional[Tensor]:
         if self.num_classes == 0:
@@ -260,9 +286,11 @@ class VideoDiffusion(VideoSamplingAPI, DiffusionModule):
             if row != "model":
                 metrics.update({f"{row}/{k}": v for k, v in values.items()})
         cfg = self.sampler_config
+        samples = ("unconditional (null class)" if self.labeler is None
+                   else "unconditional: each clip's class drawn by the labeler from its prior, then guided")
         self.report_metrics(metrics, extra={"table": table, "num_samples": self.eval_num_samples,
                                             "sampler": {"name": cfg.name, "steps": cfg.steps},
-                                            "samples": "unconditional (null class)"})
+                                            "samples": samples})
 
 
 def require_video_data(datamodule: Any) -> VideoData:

@@ -76,7 +76,8 @@ def write_samples(model: Any, out_dir: Path, num_samples: int, sampler: SamplerC
 
     With ``input`` (what the DataModule read from ``polydiff sample --input``): a first frame ``[C, H, W]`` in [-1, 1]
     is animated ``num_samples`` times (``00000_animated.gif``, ...; ``input.png``); a clip ``[C, T, H, W]`` is continued
-    by ``model.frames`` frames ``num_samples`` times (``00000_continued.gif``, ...). Classes are not used with input.
+    by ``model.frames`` frames ``num_samples`` times (``00000_continued.gif``, ...). No class is given with input: a
+    model with a labeler (``infer_class``) reads it from the input's frames.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
