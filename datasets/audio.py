@@ -145,8 +145,9 @@ class SpeechDataModule(L.LightningDataModule):
 
             return [(manifest.parent / it["file"], it["voice"]) for it in json.loads(manifest.read_text())["items"]]
         root = Path(self.root)
-        folders = [f.parent.relative_to(root).as_posix() for f in self._root_files(root)]
-        return [(f, "" if v == "." else v) for f, v in zip(self._root_files(root), folders)]
+        files = self._root_files(root)
+        folders = [f.parent.relative_to(root).as_posix() for f in files]
+        return [(f, "" if v == "." else v) for f, v in zip(files, folders)]
 
     def _root_files(self, root: Path) -> list[Path]:
         if not root.is_dir():
