@@ -145,6 +145,9 @@ def merge(args: argparse.Namespace, ev, controls: list[str]) -> None:
     rows, checks = students(args, ev, best)
     labels = {spec.partition("=")[0] for spec in args.student}
     keep = [ln for ln in section if not any(ln.startswith((f"| {lab} |", f"- {lab} at ")) for lab in labels)]
+    # an earlier merge of the same students: its note goes too (with the blank line after it)
+    old = [i for i, ln in enumerate(keep) if ln.startswith(f"Rows of {', '.join(sorted(labels))} merged in with ")]
+    keep = [ln for i, ln in enumerate(keep) if i not in old and i - 1 not in old]
     last_row = max(i for i, ln in enumerate(keep) if ln.startswith("| ") and ln.count("|") == 9)
     keep[last_row + 1:last_row + 1] = rows
     last_check = max(i for i, ln in enumerate(keep) if re.match(r"- .+ at \d+ evaluation\(s\): ", ln))
