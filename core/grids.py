@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from polydiff.core.processes import LOGSNR_LIMIT, NoiseProcess
+from polydiff.core.processes import LOGSNR_LIMIT, NoiseProcess, logsnr_of_ve_sigma
 from polydiff.core.utils import PolydiffError
 
 #: step grid kinds and final-step policies: the one source of these names
@@ -27,8 +27,8 @@ def logsnr_bounds(process: NoiseProcess, sigma_min: float, sigma_max: float | No
     ``sigma_min`` (VE units; EDM's default 0.002)."""
     start = float(process.logsnr(1.0).clamp(-LOGSNR_LIMIT, LOGSNR_LIMIT))
     if sigma_max is not None:
-        start = max(start, -2 * math.log(sigma_max))
-    end = -2 * math.log(sigma_min)
+        start = max(start, logsnr_of_ve_sigma(sigma_max))
+    end = logsnr_of_ve_sigma(sigma_min)
     if end <= start:
         raise PolydiffError(f"sampling grid is empty: sigma_min={sigma_min} is not below the start of the process")
     return start, end

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
+from polydiff.core.processes import logsnr_of_ve_sigma
 from polydiff.core.utils import append_dims
 
 
@@ -26,8 +27,8 @@ class ClassifierFreeGuidance:
         self.model = model
         self.scale = float(scale)
         self.null_cond = null_cond
-        # sigma / alpha = exp(-logsnr / 2) >= sigma_min  <=>  logsnr <= -2 log(sigma_min)
-        self.logsnr_max = math.inf if sigma_min <= 0 else -2.0 * math.log(sigma_min)
+        # sigma / alpha >= sigma_min  <=>  logsnr <= logsnr(sigma_min)
+        self.logsnr_max = math.inf if sigma_min <= 0 else logsnr_of_ve_sigma(sigma_min)
         self.process = model.process
         self.sigma_data = model.sigma_data
 

@@ -199,6 +199,11 @@ PROCESSES: dict[str, type[NoiseProcess]] = {
 ProcessName = Literal[tuple(PROCESSES)]  # type: ignore[valid-type]
 
 
+def logsnr_of_ve_sigma(sigma: float) -> float:
+    """The log-SNR of a noise level given in VE units ``sigma / alpha`` (EDM's sigma): ``-2 log sigma``."""
+    return -2.0 * math.log(sigma)
+
+
 def process_by_name(name: str, logsnr_shift: float = 0.0, **options: float) -> NoiseProcess:
     """The process registered under ``name`` (``vp_linear``, ``vp_cosine``, ``edm``, ``flow``).
 

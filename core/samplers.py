@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from polydiff.core.denoiser import Denoiser
+from polydiff.core.processes import logsnr_of_ve_sigma
 from polydiff.core.utils import append_dims
 
 Callback = Callable[[int, Tensor, Tensor], None]  # (step index, x, x0_hat)
@@ -141,7 +142,7 @@ def _heun_like(model: Denoiser, x: Tensor, logsnrs: Tensor, cond: Any, generator
         if gamma > 0:
             sig_hat = sig * (1 + gamma)
             xv = xv + (math.sqrt(sig_hat**2 - sig**2) * s_noise) * _randn_like(xv, generator)
-            lam_hat = torch.tensor(-2 * math.log(sig_hat), dtype=torch.float64)
+            lam_hat = torch.tensor(logsnr_of_ve_sigma(sig_hat), dtype=torch.float64)
             a_hat = float(model.process.alpha_sigma(lam_hat)[0])
         else:
             sig_hat, lam_hat, a_hat = sig, logsnrs[i], alpha[i]
